@@ -1,0 +1,258 @@
+"""The alert engine: event rules on stored records, window rules on ClickHouse, the outbox relay.
+
+Threads: the pipeline calls the :class:`~veil_collector.records.EventSink` methods, which only filter and
+queue; one evaluator thread turns queued records and due window rules into alert transitions; the relay's
+workers send the outbox. No HTTP request ever runs on the pipeline's thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import Counter
+from veil_collector.alert import events, outbox, windows
+from veil_collector.alert.lifecycle import Lifecycle, export_history
+from veil_collector.alert.notification import Notification
+from veil_collector.alert.relay import DEFAULT_RETRY_SCHEDULE, Relay
+from veil_collector.alert.rules import load_rules_file
+from veil_collector.alert.rulestore import RuleStore
+from veil_collector.alert.sqlite import connect
+from veil_collector.records import Evaluation, GuardDecision, PiiFinding
+from veil_collector.store import Store
+
+if TYPE_CHECKING:
+    from veil_collector.config import Settings
+
+logger = logging.getLogger(__name__)
+
+RECORDS_DROPPED = Counter(
+    "veil_alert_records_dropped_total", "Records not evaluated by event rules because the queue was full"
+)
+WINDOW_ERRORS = Counter(
+    "veil_alert_window_errors_total", "Window rule evaluations that failed (ClickHouse error)", ["rule_id"]
+)
+
+_WAKE = object()  # queued by stop() so the evaluator notices at once
+
+
+class AlertEngine:
+    """Evaluates a project's alert rules and delivers their notifications.
+
+    Args:
+        settings: uses ``data_dir`` (``alerts.db`` lives there) and ``alert_rules_file`` (loaded at
+            construction: a bad file raises :class:`~veil_collector.alert.rules.RulesFileError`).
+        store: the migrated ClickHouse store (window queries, ``alerts`` history, ``deliveries`` log).
+        clock: "now" in Unix seconds for rule evaluation (tests drive it); the relay uses real time.
+        http_timeout: seconds one delivery attempt may take.
+        relay_workers: concurrent deliveries.
+        retry_schedule: delays before attempts 2, 3, ... (Svix's schedule by default).
+        max_attempts: attempts before a notification is dead-lettered.
+        tick: the evaluator's period when no records arrive (window rules run on their own ``every``).
+        queue_size: record batches waiting for the evaluator; more are dropped and counted.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        *,
+        clock: Callable[[], float] = time.time,
+        http_timeout: float = 15.0,
+        relay_workers: int = 4,
+        retry_schedule: Sequence[float] = DEFAULT_RETRY_SCHEDULE,
+        max_attempts: int | None = None,
+        tick: float = 1.0,
+        queue_size: int = 10_000,
+    ) -> None:
+        if tick <= 0:
+            raise ValueError(f"tick must be positive; got {tick}")
+        self._data_dir = settings.data_dir
+        self._store = store
+        self._clock = clock
+        self._tick = tick
+        self.rules = RuleStore(self._data_dir)
+        if settings.alert_rules_file is not None:
+            self.rules.sync_file_rules(load_rules_file(settings.alert_rules_file))
+        self._relay = Relay(
+            self._data_dir,
+            store,
+            workers=relay_workers,
+            timeout=http_timeout,
+            retry_schedule=retry_schedule,
+            max_attempts=max_attempts,
+        )
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        self._eval_lock = threading.Lock()
+        self._local = threading.local()
+        self._next_window: dict[tuple[str, str], float] = {}
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the relay (releasing leases left by a previous process) and the evaluator thread."""
+        if self._thread is not None:
+            return
+        self._relay.start()
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._run, name="veil-alert-evaluator", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop evaluating and sending; attempts in flight get up to ``timeout`` seconds.
+
+        Undelivered notifications stay in the outbox; the next engine on this ``data_dir`` sends them.
+        """
+        deadline = time.monotonic() + timeout
+        if self._thread is not None:
+            self._stopping.set()
+            try:
+                self._queue.put_nowait(_WAKE)
+            except queue.Full:  # a full queue wakes the evaluator anyway
+                pass
+            self._thread.join(max(0.0, deadline - time.monotonic()))
+            self._thread = None
+        self._relay.stop(max(0.0, deadline - time.monotonic()))
+
+    # --- EventSink ------------------------------------------------------------------------------------------
+
+    def on_evaluations(self, evaluations: Sequence[Evaluation]) -> None:
+        """Queue toxicity scores for the event rules (never blocks, never raises)."""
+        self._offer([e for e in evaluations if e.evaluator == "toxicity"])
+
+    def on_pii_findings(self, findings: Sequence[PiiFinding]) -> None:
+        """Queue PII the SDK missed for the event rules (never blocks, never raises)."""
+        self._offer([f for f in findings if f.sdk_missed])
+
+    def on_guard_decisions(self, decisions: Sequence[GuardDecision]) -> None:
+        """Queue guard blocks for the event rules (never blocks, never raises)."""
+        self._offer([d for d in decisions if d.decision == "block"])
+
+    def _offer(self, records: list[Any]) -> None:
+        if not records:
+            return
+        try:
+            self._queue.put_nowait(records)
+        except queue.Full:
+            RECORDS_DROPPED.inc(len(records))
+
+    # --- evaluation -----------------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                first = [self._queue.get(timeout=self._tick)]
+            except queue.Empty:
+                first = []
+            if self._stopping.is_set():
+                return
+            try:
+                self._evaluate(None, first)
+            except Exception:  # the evaluator must outlive one bad pass (a locked database, a bad rule)
+                logger.exception("alert evaluation failed")
+
+    def evaluate(self, now: float | None = None) -> list[Notification]:
+        """One pass: queued records, expiring event alerts, due window rules, deleted rules.
+
+        Returns the notifications that entered the outbox.
+
+        The evaluator thread calls this every ``tick`` or when records arrive; tests call it with ``now``.
+        """
+        return self._evaluate(now, [])
+
+    def _evaluate(self, now: float | None, taken: list[Any]) -> list[Notification]:
+        with self._eval_lock:
+            now = self._clock() if now is None else now
+            conn = self._conn()
+            lifecycle = Lifecycle(conn)
+            rules = [rule for rule in self.rules.list_rules() if rule.enabled]
+            records = self._drain(taken)
+            notes: list[Notification] = []
+            for rule, observations in events.match(rules, records):
+                notes += lifecycle.advance(rule, now, observations, complete=False)
+            for rule in rules:
+                if rule.event is not None:
+                    notes += lifecycle.expire(rule, now)
+                elif self._next_window.get((rule.project, rule.id), float("-inf")) <= now:
+                    notes += self._evaluate_window(lifecycle, rule, now)
+            notes += lifecycle.resolve_orphans({(rule.project, rule.id) for rule in rules}, now)
+            if notes:
+                self._relay.wake()
+            export_history(conn, self._store)
+            return notes
+
+    def _evaluate_window(self, lifecycle: Lifecycle, rule: Any, now: float) -> list[Notification]:
+        try:
+            observations = windows.evaluate(self._store, rule.project, rule.window, now)
+        except (
+            Exception
+        ):  # ClickHouse unavailable or refusing: keep the alert state, try at the next interval
+            WINDOW_ERRORS.labels(rule.id).inc()
+            logger.warning("window rule %s/%s could not be evaluated", rule.project, rule.id, exc_info=True)
+            return []
+        finally:
+            self._next_window[(rule.project, rule.id)] = now + rule.every
+        return lifecycle.advance(rule, now, observations, complete=True)
+
+    def _drain(self, taken: list[Any]) -> list[Any]:
+        """Records of the batches already taken plus every batch queued now."""
+        batches = list(taken)
+        while True:
+            try:
+                batches.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return [record for batch in batches if batch is not _WAKE for record in batch]
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = connect(self._data_dir)
+        return conn
+
+    # --- read side (API, CLI) -----------------------------------------------------------------------------
+
+    def active(self, project: str) -> list[dict[str, Any]]:
+        """The project's alerts now pending or firing."""
+        return Lifecycle(self._conn()).active(project)
+
+    def history(
+        self,
+        project: str,
+        *,
+        status: str | None = None,
+        rule_id: str | None = None,
+        since: datetime | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        """Rows of the ``alerts`` table for ``project``, newest first."""
+        where = ["ProjectId = {project:String}"]
+        params: dict[str, Any] = {"project": project, "limit": limit}
+        if status is not None:
+            where.append("Status = {status:String}")
+            params["status"] = status
+        if rule_id is not None:
+            where.append("RuleId = {rule_id:String}")
+            params["rule_id"] = rule_id
+        if since is not None:
+            where.append("Timestamp >= fromUnixTimestamp64Milli({since:Int64})")
+            params["since"] = round(since.astimezone(timezone.utc).timestamp() * 1000)
+        result = self._store.query(
+            "SELECT Timestamp, RuleId, RuleName, Fingerprint, Status, Severity, Labels, Annotations, Value, "
+            f"StartsAt, EndsAt, NotificationId FROM alerts WHERE {' AND '.join(where)} "
+            "ORDER BY Timestamp DESC, NotificationId LIMIT {limit:UInt32}",
+            params,
+        )
+        return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
+
+    def outbox_counts(self) -> dict[str, int]:
+        """Outbox rows per state (``pending``, ``delivered``, ``failed``, ``dead``, ``disabled``)."""
+        return outbox.counts(self._conn())
