@@ -49,9 +49,7 @@ class TraceSummary(_Result):
     trace_id: str
     start: datetime = Field(description="Start of the earliest span of the trace in the window (UTC).")
     duration_ms: float = Field(description="From the earliest span start to the latest span end.")
-    root_span_name: str = Field(
-        description="The root span's name (the earliest span's if no root arrived)."
-    )
+    root_span_name: str = Field(description="The root span's name (the earliest span's if no root arrived).")
     service_name: str
     span_count: int
     error_count: int = Field(description="Spans with status Error.")
@@ -162,7 +160,7 @@ class Stats(_Result):
     traces: int
     spans: int
     error_spans: int
-    llm_calls: int
+    llm_calls: int = Field(description="Model calls (chat, completions, embeddings); not tools or agents.")
     llm_errors: int
     input_tokens: int
     output_tokens: int
@@ -559,7 +557,9 @@ WHERE ProjectId = {project:String}
   AND ({service:Nullable(String)} IS NULL OR ServiceName = {service:Nullable(String)})
 """
 
-# Aggregates and scope shared by the per-model and the overall GenAI call statistics.
+# Aggregates and scope shared by the per-model and the overall model-call statistics. llm_calls also
+# holds tool, agent and workflow spans (they carry gen_ai.operation.name); they call no model.
+_ORCHESTRATION_OPERATIONS = [semconv.OP_EXECUTE_TOOL, semconv.OP_INVOKE_AGENT, semconv.OP_INVOKE_WORKFLOW]
 _CALL_AGGREGATES = """
     any(Provider),
     count(),
@@ -574,6 +574,7 @@ WHERE ProjectId = {project:String}
   AND Timestamp >= fromUnixTimestamp64Nano({start_ns:Int64})
   AND Timestamp < fromUnixTimestamp64Nano({end_ns:Int64})
   AND ({service:Nullable(String)} IS NULL OR ServiceName = {service:Nullable(String)})
+  AND Operation NOT IN {orchestration:Array(String)}
 """
 _CALLS_BY_MODEL = (
     "SELECT if(RequestModel != '', RequestModel, ResponseModel) AS model,"
@@ -611,6 +612,7 @@ def get_stats(
         "end_ns": end_ns,
         "service": service,
         "status_error": STATUS_ERROR,
+        "orchestration": _ORCHESTRATION_OPERATIONS,
     }
     traces, spans, error_spans = store.query(_TRAFFIC, parameters).result_rows[0]
     by_model = [_model_stats(row) for row in store.query(_CALLS_BY_MODEL, parameters).result_rows]

@@ -68,10 +68,11 @@ def call_row(
     service: str = "svc",
     provider: str = "openai",
     project: str = "p1",
+    operation: str = "chat",
 ) -> tuple[Any, ...]:
     return (
-        project, at, trace, span, "", f"chat {model}", round(duration_ms * 1_000_000), service, "test",
-        "chat", provider, model, model, input_tokens, output_tokens, cost, status, "", ["stop"], 0.0,
+        project, at, trace, span, "", f"{operation} {model}", round(duration_ms * 1_000_000), service, "test",
+        operation, provider, model, model, input_tokens, output_tokens, cost, status, "", ["stop"], 0.0,
         "", "", [], 0,
     )  # fmt: skip
 

@@ -279,6 +279,8 @@ def test_stats_count_latency_tokens_and_cost_by_model(store: Store, insert: Call
     calls.append(call_row(trace=trace_id(2), span=span_id(50), model="acme-7b", cost=None, status="Error",
                           provider="acme", input_tokens=5, output_tokens=0))  # fmt: skip
     calls.append(call_row(trace=trace_id(3), span=span_id(51), model="gpt-4o", at=T0 - minutes(120)))
+    # Tool and agent spans are in llm_calls too, but they are not model calls.
+    calls.append(call_row(trace=trace_id(1), span=span_id(52), model="", operation="execute_tool", cost=None))
     insert(
         spans=[*_trace(1, at_minute=0), *_trace(2, at_minute=1)],
         calls=calls,
