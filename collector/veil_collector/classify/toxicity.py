@@ -1,0 +1,193 @@
+"""Batched toxicity inference on the model and tokenizer that detoxify loaded.
+
+``Detoxify.predict`` pads a whole list to its longest text and runs it as one forward pass, so callers must
+chunk, and one long text makes every text in its chunk pay for its length. :class:`ToxicityClassifier`
+instead tokenizes once, sorts by token length, cuts length-homogeneous batches of at most ``batch_size``
+texts, pads each batch only to its own longest text, runs under ``torch.inference_mode()`` (bf16 autocast on
+CUDA), applies a sigmoid and returns the scores in the caller's order.
+
+Truncation: texts are cut at 512 tokens (BERT/RoBERTa position limit, the same limit detoxify's models were
+trained with); anything after the first 512 tokens of a long response is not scored.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+from veil_collector.classify.base import TextClassifier
+from veil_collector.classify.loader import LoadedModel, ModelUnavailable, load_model, resolve_model
+
+logger = logging.getLogger(__name__)
+
+MAX_TOKENS = 512
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when available, else the CPU; any other value is passed to ``torch.device``."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class ToxicityClassifier:
+    """Length-bucketed batched inference on a detoxify model. Implements :class:`TextClassifier`.
+
+    Contract of :meth:`predict`: one dict per input text, in input order, mapping every label the model has
+    (``labels`` then ``identity_labels``) to a sigmoid probability in [0, 1]. Scores of a text do not depend
+    on which other texts share the call (padding is masked; batched equals one-by-one within float
+    tolerance, 1e-5 in fp32). Thread-safe: calls are serialized by a lock, so concurrent callers should
+    batch their texts (one call with many texts is far faster than many calls with one).
+
+    Args:
+        model: a ``transformers`` sequence-classification model (detoxify's ``.model``).
+        tokenizer: its tokenizer (detoxify's ``.tokenizer``).
+        labels: toxicity labels, the first ``len(labels)`` model outputs.
+        identity_labels: identity heads, the outputs after them.
+        name: stored as ``ModelName``.
+        version: stored as ``ModelVersion``.
+        batch_size: most texts per forward pass.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: object,
+        labels: Sequence[str],
+        identity_labels: Sequence[str] = (),
+        *,
+        name: str,
+        version: str,
+        batch_size: int = 64,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1; got {batch_size}")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.labels = tuple(labels)
+        self.identity_labels = tuple(identity_labels)
+        self.name = name
+        self.version = version
+        self.batch_size = batch_size
+        self.device = next(model.parameters()).device
+        positions = getattr(model.config, "max_position_embeddings", MAX_TOKENS)
+        self.max_length = min(MAX_TOKENS, positions)
+        self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self._all_labels = self.labels + self.identity_labels
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_loaded(cls, loaded: LoadedModel, *, batch_size: int = 64) -> ToxicityClassifier:
+        """Wrap a model loaded by :func:`~veil_collector.classify.loader.load_model`."""
+        return cls(
+            loaded.detoxify.model,
+            loaded.detoxify.tokenizer,
+            loaded.labels,
+            loaded.identity_labels,
+            name=loaded.name,
+            version=loaded.version,
+            batch_size=batch_size,
+        )
+
+    def predict(self, texts: Sequence[str]) -> list[dict[str, float]]:
+        """Score ``texts``; see the class docstring for the contract."""
+        if not texts:
+            return []
+        with self._lock:
+            ids: list[list[int]] = self.tokenizer(
+                list(texts),
+                truncation=True,
+                max_length=self.max_length,
+                return_attention_mask=False,
+                return_token_type_ids=False,
+            )["input_ids"]
+            order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+            outputs: list[torch.Tensor] = []
+            autocast = (
+                torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else nullcontext()
+            )
+            with torch.inference_mode(), autocast:
+                for start in range(0, len(order), self.batch_size):
+                    input_ids, attention_mask = self._collate(
+                        [ids[i] for i in order[start : start + self.batch_size]]
+                    )
+                    logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+                    # Kept on the device: one transfer (and one sync) for the whole call.
+                    outputs.append(torch.sigmoid(logits.float()))
+                sorted_scores = torch.cat(outputs).cpu()
+        scores = torch.empty_like(sorted_scores)
+        scores[torch.tensor(order)] = sorted_scores
+        return [dict(zip(self._all_labels, row, strict=False)) for row in scores.tolist()]
+
+    def _collate(self, batch: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(seq) for seq in batch)
+        input_ids = torch.tensor([seq + [self._pad_id] * (width - len(seq)) for seq in batch])
+        attention_mask = torch.tensor([[1] * len(seq) + [0] * (width - len(seq)) for seq in batch])
+        if self.device.type == "cuda":
+            return (
+                input_ids.pin_memory().to(self.device, non_blocking=True),
+                attention_mask.pin_memory().to(self.device, non_blocking=True),
+            )
+        return input_ids.to(self.device), attention_mask.to(self.device)
+
+
+def load_toxicity_classifier(
+    model: str = "original",
+    *,
+    models_dir: Path | None = None,
+    device: str = "auto",
+    batch_size: int = 64,
+    allow_fallback: bool = True,
+) -> TextClassifier:
+    """The toxicity classifier the collector runs: the detoxify ``model``, or the offline fallback.
+
+    Logs at WARNING which model runs when it falls back, and at INFO which model runs otherwise.
+
+    Args:
+        model: a detoxify model type or a path (see :func:`~veil_collector.classify.loader.resolve_model`).
+        models_dir: the offline models folder (``VEIL_MODELS_DIR``).
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        batch_size: most texts per forward pass.
+        allow_fallback: when False, raise instead of falling back.
+
+    Raises:
+        ModelUnavailable: no weights could be had and ``allow_fallback`` is False.
+        ValueError: ``model`` names nothing known, or a file is not a detoxify checkpoint.
+    """
+    source = resolve_model(model, models_dir)
+    target = resolve_device(device)
+    try:
+        loaded = load_model(source, target)
+    except ModelUnavailable as exc:
+        if not allow_fallback:
+            raise
+        # Imported here: the fallback needs scikit-learn, which GPU benchmark machines need not have.
+        from veil_collector.classify.fallback import ProfanityClassifier
+
+        fallback = ProfanityClassifier()
+        logger.warning(
+            "toxicity model %r is unavailable (%s); classifying with the offline fallback %s %s, a linear "
+            "profanity model with one label ('toxicity'). Put detoxify weights under VEIL_MODELS_DIR/%s/ "
+            "for the real model.",
+            model,
+            exc,
+            fallback.name,
+            fallback.version,
+            source.name,
+        )
+        return fallback
+    classifier = ToxicityClassifier.from_loaded(loaded, batch_size=batch_size)
+    logger.info(
+        "toxicity model %s (%s) on %s; labels: %s; identity heads: %s",
+        classifier.name,
+        classifier.version,
+        target,
+        ", ".join(classifier.labels),
+        ", ".join(classifier.identity_labels) or "none (lexicon)",
+    )
+    return classifier
