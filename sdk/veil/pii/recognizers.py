@@ -1,0 +1,475 @@
+"""Pattern recognizers: regular expressions guarded by cheap prefilters, confirmed by validators.
+
+Speed comes from never running an expensive expression over text that cannot match:
+
+* every expression starts with a literal or a small character class, so ``re`` skips ahead with its
+  fast prefix/charset search instead of attempting a match at every position;
+* substring checks (``"@" in text``, ``"://" in text``, ``"eyJ" in text`` ...) skip whole recognizers;
+* numbers are found once, as short "number blobs" (digits with phone-like separators), and classified
+  in Python (IPv4, SSN, card, phone) only when they are long enough to be any of them;
+* e-mail addresses are anchored on ``@`` and grown outwards with bounded windows.
+
+Every quantifier is bounded or followed by a disjoint delimiter, so the cost is linear in the text length
+(no catastrophic backtracking); ``tests/pii/test_hostile_input.py`` checks this on adversarial 1 MB inputs.
+
+The single entry point is :func:`find_patterns`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable
+
+from veil.pii._validators import (
+    base58check_ok,
+    bech32_ok,
+    eip55_ok,
+    iban_ok,
+    luhn_ok,
+    shannon_entropy,
+    ssn_ok,
+)
+from veil.pii.entities import (
+    API_KEY,
+    CREDIT_CARD,
+    CRYPTO,
+    EMAIL_ADDRESS,
+    IBAN_CODE,
+    IP_ADDRESS,
+    JWT,
+    MAC_ADDRESS,
+    PHONE_NUMBER,
+    PRIVATE_KEY,
+    SECRET,
+    URL,
+    US_SSN,
+    EntitySpan,
+)
+
+__all__ = ["find_patterns", "resolve_overlaps"]
+
+PATTERN = "pattern"
+
+
+def _word_char_before(text: str, pos: int) -> bool:
+    return pos > 0 and (text[pos - 1].isalnum() or text[pos - 1] == "_")
+
+
+def _word_char_at(text: str, pos: int) -> bool:
+    return pos < len(text) and (text[pos].isalnum() or text[pos] == "_")
+
+
+# --- e-mail --------------------------------------------------------------------------------------------
+
+_AT = re.compile(r"@(?=[A-Za-z0-9])")
+_EMAIL_DOMAIN = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.){1,8}[A-Za-z]{2,24}(?![\w-])")
+_EMAIL_LOCAL_REVERSED = re.compile(r"[\w.%+\-]{1,64}")
+
+
+def _emails(text: str, out: list[EntitySpan]) -> None:
+    if "@" not in text:
+        return
+    for at_match in _AT.finditer(text):
+        at = at_match.start()
+        domain = _EMAIL_DOMAIN.match(text, at + 1)
+        if domain is None:
+            continue
+        # Grow the local part leftwards: match the reversed 64-character window before '@'.
+        local = _EMAIL_LOCAL_REVERSED.match(text[max(0, at - 64) : at][::-1])
+        if local is None:
+            continue
+        start = at - local.end()
+        while text[start] == ".":
+            start += 1
+        if start < at and text[at - 1] != ".":
+            out.append(EntitySpan(start, domain.end(), EMAIL_ADDRESS, PATTERN))
+
+
+# --- URLs with credentials or secret query parameters ----------------------------------------------------
+
+_SCHEME_SEP = re.compile(r"://")
+_SCHEME_REVERSED = re.compile(r"[A-Za-z0-9+.\-]{1,16}")
+_URL_REST = re.compile(r"[^\s\"'<>\\`{}|^]{1,4096}")
+_URL_SECRET_PARAM = re.compile(
+    r"[?&#;](?:access_token|id_token|refresh_token|token|api[_-]?key|key|secret|client_secret|password|"
+    r"passwd|pwd|sig|signature|auth|session(?:_?id)?|x-amz-signature|x-amz-credential|x-goog-signature)"
+    r"=[^&#\s]",
+    re.IGNORECASE,
+)
+
+
+def _urls(text: str, out: list[EntitySpan]) -> None:
+    if "://" not in text:
+        return
+    pos = 0
+    while (sep := _SCHEME_SEP.search(text, pos)) is not None:
+        at = sep.start()
+        pos = sep.end()
+        scheme = _SCHEME_REVERSED.match(text[max(0, at - 16) : at][::-1])
+        rest = _URL_REST.match(text, sep.end())
+        if scheme is None or rest is None:
+            continue
+        start = at - scheme.end()
+        while start < at and not text[start].isalpha():
+            start += 1
+        if start == at:
+            continue
+        end = rest.end()
+        while end > sep.end() and text[end - 1] in ".,;:!?)]":
+            end -= 1
+        url_rest = text[sep.end() : end]
+        authority = re.split(r"[/?#]", url_rest, maxsplit=1)[0]
+        userinfo = authority.rpartition("@")[0]
+        if ":" in userinfo or _URL_SECRET_PARAM.search(url_rest):
+            out.append(EntitySpan(start, end, URL, PATTERN))
+        pos = max(pos, end)
+
+
+# --- provider keys, JWTs, private keys ----------------------------------------------------------------
+
+
+def _looks_random(value: str, min_entropy: float = 3.0) -> bool:
+    """A token that mixes letters and digits with enough entropy to be a generated secret."""
+    has_digit = any(c.isdigit() for c in value)
+    has_alpha = any(c.isalpha() for c in value)
+    return has_digit and has_alpha and shannon_entropy(value) >= min_entropy
+
+
+# (substring that must occur, expression, entity type, validator of the whole match or None)
+_PREFIXED: tuple[tuple[str, re.Pattern[str], str, Callable[[str], bool] | None], ...] = (
+    ("sk-ant-", re.compile(r"sk-ant-(?:api|admin|oat|sid)\d{2}-[A-Za-z0-9_\-]{20,512}"), API_KEY, None),
+    (
+        "sk-",
+        re.compile(r"sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,512}"),
+        API_KEY,
+        lambda v: _looks_random(v[3:]),
+    ),
+    ("A", re.compile(r"A(?:KIA|SIA|BIA|CCA)[A-Z0-9]{16}(?![A-Za-z0-9])"), API_KEY, None),
+    ("gh", re.compile(r"gh[pousr]_[A-Za-z0-9]{36,255}"), API_KEY, None),
+    ("github_pat_", re.compile(r"github_pat_[A-Za-z0-9_]{22,255}"), API_KEY, None),
+    ("xox", re.compile(r"xox[abposre]-(?:[0-9]+-)?[A-Za-z0-9\-]{10,255}"), API_KEY, None),
+    (
+        "hooks.slack.com",
+        re.compile(r"https://hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9/_\-]{20,255}"),
+        API_KEY,
+        None,
+    ),
+    ("AIza", re.compile(r"AIza[0-9A-Za-z_\-]{35}"), API_KEY, None),
+    ("k_", re.compile(r"[rs]k_(?:live|test)_[0-9A-Za-z]{16,255}"), API_KEY, None),
+    (
+        "eyJ",
+        re.compile(r"eyJ[A-Za-z0-9_\-]{8,8192}\.eyJ[A-Za-z0-9_\-]{8,65536}\.[A-Za-z0-9_\-]{0,8192}"),
+        JWT,
+        None,
+    ),
+)
+
+
+def _prefixed_secrets(text: str, out: list[EntitySpan]) -> None:
+    for needle, pattern, entity_type, validate in _PREFIXED:
+        if needle not in text:
+            continue
+        for m in pattern.finditer(text):
+            if _word_char_before(text, m.start()):
+                continue
+            if validate is None or validate(m.group()):
+                out.append(EntitySpan(m.start(), m.end(), entity_type, PATTERN))
+
+
+_PEM_BEGIN = re.compile(r"-----BEGIN (?:[A-Z0-9]{1,16} ){0,3}PRIVATE KEY( BLOCK)?-----")
+_PEM_END_LINE = re.compile(r"-----END [A-Z0-9 ]{0,64}-----")
+_PEM_BODY = re.compile(r"[A-Za-z0-9+/=\s:,\-]{0,65536}")
+_PEM_MAX = 65536
+
+
+def _private_keys(text: str, out: list[EntitySpan]) -> None:
+    if "PRIVATE KEY" not in text:
+        return
+    next_end = -2  # position of the next "-----END" at or after the current block; -1 when there is none
+    for m in _PEM_BEGIN.finditer(text):
+        if next_end != -1 and next_end < m.end():
+            # One forward search per block keeps this linear even with thousands of unmatched BEGINs.
+            next_end = text.find("-----END", m.end())
+        end_line = _PEM_END_LINE.match(text, next_end) if 0 <= next_end - m.end() <= _PEM_MAX else None
+        # Without an END line, redact the base64 body that follows (a truncated key is still a key).
+        end = end_line.end() if end_line else _PEM_BODY.match(text, m.end()).end()  # type: ignore[union-attr]
+        out.append(EntitySpan(m.start(), end, PRIVATE_KEY, PATTERN))
+
+
+# --- keyword-anchored secrets ----------------------------------------------------------------------------
+
+_PASSWORD_WORDS = ("password", "passwd", "passphrase", "pwd")
+_SECRET_WORDS = ("secret", "token", "key", "credential")
+_ASSIGNED_VALUE = re.compile(
+    r"""[\w\-]{0,32}["']?\s{0,4}(?::=|=>|[:=]|\s(is)\s)\s{0,4}["']?([^\s"'`,;<>(){}\[\]]{4,512})"""
+)
+
+
+def _keyword_secrets(text: str, out: list[EntitySpan]) -> None:
+    lowered: str | None = None
+    for words, is_password in ((_PASSWORD_WORDS, True), (_SECRET_WORDS, False)):
+        for word in words:
+            if lowered is None:
+                # Offsets in the lowered text must match the original: U+0130 is the one character whose
+                # lower case is two characters long.
+                lowered = text.replace("\u0130", "i").lower()
+            if word not in lowered:
+                continue
+            start = 0
+            while (hit := lowered.find(word, start)) != -1:
+                start = hit + len(word)
+                if _word_char_before(lowered, hit) and lowered[hit - 1] not in "_-":
+                    continue
+                m = _ASSIGNED_VALUE.match(text, start)
+                if m is None:
+                    continue
+                value = m.group(2).rstrip(".")
+                said_is = m.group(1) is not None
+                if is_password and not said_is:
+                    accepted = len(value) >= 6 and len(set(value)) > 2
+                else:
+                    accepted = len(value) >= (8 if is_password else 12) and _looks_random(value)
+                if accepted:
+                    out.append(EntitySpan(m.start(2), m.start(2) + len(value), SECRET, PATTERN))
+
+
+# --- crypto wallets, MAC and IPv6 addresses, IBANs ------------------------------------------------------
+
+_BTC_BECH32 = re.compile(r"bc1[02-9ac-hj-np-z]{8,87}(?![0-9A-Za-z])")
+_ETH = re.compile(r"0x([0-9a-fA-F]{40})(?![0-9A-Za-z])")
+
+
+def _crypto(text: str, out: list[EntitySpan]) -> None:
+    if "bc1" in text:
+        for m in _BTC_BECH32.finditer(text):
+            if not _word_char_before(text, m.start()) and bech32_ok(m.group()):
+                out.append(EntitySpan(m.start(), m.end(), CRYPTO, PATTERN))
+    if "0x" in text:
+        for m in _ETH.finditer(text):
+            if not _word_char_before(text, m.start()) and eip55_ok(m.group(1)):
+                out.append(EntitySpan(m.start(), m.end(), CRYPTO, PATTERN))
+
+
+_HEX = frozenset("0123456789abcdefABCDEF")
+_MAC_TAIL = re.compile(
+    r"([:-])[0-9A-Fa-f]{2}\1[0-9A-Fa-f]{2}\1[0-9A-Fa-f]{2}\1[0-9A-Fa-f]{2}\1[0-9A-Fa-f]{2}(?![0-9A-Za-z])"
+)
+_V6_SEED = re.compile(r":[0-9A-Fa-f]{0,4}:")
+_V6_CHARS_REVERSED = re.compile(r"[0-9A-Fa-f:.]{0,45}")
+_V6_CHARS = re.compile(r"[0-9A-Fa-f:.]{0,45}")
+
+
+def _mac_addresses(text: str, out: list[EntitySpan]) -> None:
+    for m in _MAC_TAIL.finditer(text):
+        start = m.start() - 2
+        if (
+            start < 0
+            or text[start] not in _HEX
+            or text[start + 1] not in _HEX
+            or _word_char_before(text, start)
+        ):
+            continue
+        out.append(EntitySpan(start, m.end(), MAC_ADDRESS, PATTERN))
+
+
+def _ipv6_addresses(text: str, out: list[EntitySpan]) -> None:
+    if "::" not in text and text.count(":") < 7:
+        return
+    pos = 0
+    while (seed := _V6_SEED.search(text, pos)) is not None:
+        left = _V6_CHARS_REVERSED.match(text[max(0, seed.start() - 45) : seed.start()][::-1])
+        start = seed.start() - left.end()  # type: ignore[union-attr]
+        end = _V6_CHARS.match(text, seed.start()).end()  # type: ignore[union-attr]
+        pos = max(end, seed.end())
+        candidate = text[start:end].rstrip(".:")
+        groups = [g for g in re.split(r"[:.]", candidate) if g]
+        if len(groups) < 2 or not any(c.isdigit() for c in candidate):
+            continue
+        if candidate.startswith(":") and not candidate.startswith("::"):
+            candidate, start = candidate[1:], start + 1
+        if _word_char_before(text, start) or _word_char_at(text, start + len(candidate)):
+            continue
+        try:
+            ipaddress.IPv6Address(candidate)
+        except ValueError:
+            continue
+        out.append(EntitySpan(start, start + len(candidate), IP_ADDRESS, PATTERN))
+
+
+_IBAN = re.compile(r"[A-Za-z]{2}[0-9]{2}(?: ?[A-Za-z0-9]{4}){2,7}(?: ?[A-Za-z0-9]{1,4})?")
+
+
+def _iban_at(text: str, start: int) -> int:
+    """Return the end of a valid IBAN starting at ``start``, or -1."""
+    m = _IBAN.match(text, start)
+    if m is None:
+        return -1
+    compact = m.group().replace(" ", "").upper()
+    # The expression may run into a following word ("... 32 is"): try shorter prefixes down to the
+    # shortest IBAN (Norway, 15 characters); the country's fixed length makes at most one valid.
+    for length in range(len(compact), 14, -1):
+        if iban_ok(compact[:length]):
+            end, seen = start, 0
+            while seen < length:  # map the compact length back onto the text, which may contain spaces
+                if text[end] != " ":
+                    seen += 1
+                end += 1
+            return -1 if _word_char_at(text, end) else end
+    return -1
+
+
+_DIGIT_RUN = re.compile(r"[0-9]+")
+_NON_DIGIT = re.compile(r"[^0-9]+")
+_IPV4 = re.compile(r"([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})")
+_SSN = re.compile(r"([0-9]{3})([- ])([0-9]{2})\2([0-9]{4})")
+_CARD = re.compile(r"[0-9]{4}(?:[ -]?[0-9]{2,7}){2,5}")
+_DATE = re.compile(
+    r"(?:19|20)[0-9]{2}[-./][0-9]{1,2}[-./][0-9]{1,2}|[0-9]{1,2}[-./][0-9]{1,2}[-./](?:19|20)[0-9]{2}"
+)
+_EXTENSION = re.compile(r" ?(?:x|ext\.?) ?[0-9]{1,6}$")
+
+
+def _is_phone(candidate: str, digits: str) -> bool:
+    plus = candidate[0] == "+"
+    if not (8 if plus else 7) <= len(digits) <= 15 or _DATE.search(candidate):
+        return False
+    body = _EXTENSION.sub("", candidate)
+    groups = [len(g) for g in _DIGIT_RUN.findall(body)]
+    if len(groups) == 1:
+        return plus or (len(digits) in (10, 11) and (digits[0] != "1" or len(digits) == 11))
+    separators = _DIGIT_RUN.split(body)[1:-1]
+    if any(len(s) > 3 for s in separators):
+        return False
+    if len(groups) == 2 and separators[0] == ".":
+        return False  # a decimal number, not a phone number
+    # Short groups only where phone formats put them: a country code after '+', a "(0)" trunk prefix.
+    short_ok = {0} if plus else set()
+    short_ok |= {i for i, s in enumerate(separators, start=1) if s.endswith("(") and groups[i] == 1}
+    if any(g < 2 and i not in short_ok for i, g in enumerate(groups)):
+        return False
+    return max(groups) <= 7 and sum(g > 5 for g in groups) <= 1
+
+
+def _classify_number(candidate: str) -> str | None:
+    digits = candidate if candidate.isdigit() else _NON_DIGIT.sub("", candidate)
+    if "." in candidate and (ip := _IPV4.fullmatch(candidate)):
+        return IP_ADDRESS if all(int(octet) <= 255 for octet in ip.groups()) else None
+    if ssn := _SSN.fullmatch(candidate):
+        return US_SSN if ssn_ok(ssn.group(1), ssn.group(3), ssn.group(4)) else None
+    if 12 <= len(digits) <= 19 and (candidate is digits or _CARD.fullmatch(candidate)) and luhn_ok(digits):
+        return CREDIT_CARD
+    if _is_phone(candidate, digits):
+        return PHONE_NUMBER
+    return None
+
+
+def _number(text: str, base: int, blob: str, out: list[EntitySpan]) -> None:
+    entity_type = _classify_number(blob)
+    if entity_type is not None:
+        out.append(EntitySpan(base, base + len(blob), entity_type, PATTERN))
+        return
+    if blob.isdigit() or _CARD.fullmatch(blob):
+        # A card-shaped blob that fails Luhn is not trimmed: its leading groups are not a phone number.
+        return
+    runs = [(r.start(), r.end()) for r in _DIGIT_RUN.finditer(blob)]
+    if len(runs) < 2:
+        return
+    # Try without the last or first group: a blob can glue a number to a neighbouring one
+    # ("call 555-123-4567 2 times").
+    tries = [(0, len(runs) - 1), (1, len(runs))]
+    if len(runs) > 2:
+        tries.append((1, len(runs) - 1))
+    for first, last in tries:
+        lo = 0 if first == 0 else runs[first][0]
+        hi = len(blob) if last == len(runs) else runs[last - 1][1]
+        entity_type = _classify_number(blob[lo:hi])
+        if entity_type is not None:
+            out.append(EntitySpan(base + lo, base + hi, entity_type, PATTERN))
+            return
+
+
+# One scan finds everything that starts with a digit (or '+'/'(' before one): number blobs long enough
+# to be an IPv4 address, SSN, card or phone number; the digits of an IBAN after its country code; legacy
+# Bitcoin addresses. The expression starts with a character class so ``re`` skips to candidates quickly.
+_DIGIT_SEEDED = re.compile(
+    r"[+(0-9](?:"
+    r"(?P<num>[0-9().\- ]{5,30}[0-9](?: ?(?:x|ext\.?) ?[0-9]{1,6})?)"
+    r"|(?<=[13])(?P<btc>[1-9A-HJ-NP-Za-km-z]{25,34}(?![0-9A-Za-z]))"
+    r"|(?<=[0-9])(?P<iban>[0-9] ?[A-Za-z0-9]{4} ?[A-Za-z0-9]{4})"
+    r")"
+)
+_NUMERIC = frozenset({IP_ADDRESS, US_SSN, CREDIT_CARD, PHONE_NUMBER})
+
+
+def _digit_seeded(text: str, out: list[EntitySpan], entities: frozenset[str]) -> None:
+    numeric = bool(_NUMERIC & entities)
+    ibans = IBAN_CODE in entities
+    crypto = CRYPTO in entities
+    for m in _DIGIT_SEEDED.finditer(text):
+        start = m.start()
+        if _word_char_before(text, start):
+            # Letters right before the digits: only an IBAN's country code is allowed there.
+            if (
+                ibans
+                and start >= 2
+                and text[start - 2 : start].isalpha()
+                and text[start - 2 : start].isascii()
+            ):
+                if not _word_char_before(text, start - 2) and (end := _iban_at(text, start - 2)) != -1:
+                    out.append(EntitySpan(start - 2, end, IBAN_CODE, PATTERN))
+            continue
+        kind = m.lastgroup
+        if kind == "num":
+            if numeric and not (_word_char_at(text, m.end()) and not text[m.end()].isdigit()):
+                _number(text, start, m.group(), out)
+        elif kind == "btc":
+            if crypto and base58check_ok(m.group()):
+                out.append(EntitySpan(start, m.end(), CRYPTO, PATTERN))
+
+
+# --- entry point -----------------------------------------------------------------------------------------
+
+# Order matters for ties: on equal spans the recognizer listed first wins (a MAC before a card number).
+_RECOGNIZERS: tuple[tuple[frozenset[str], Callable[[str, list[EntitySpan]], None]], ...] = (
+    (frozenset({PRIVATE_KEY}), _private_keys),
+    (frozenset({API_KEY, JWT}), _prefixed_secrets),
+    (frozenset({URL}), _urls),
+    (frozenset({EMAIL_ADDRESS}), _emails),
+    (frozenset({SECRET}), _keyword_secrets),
+    (frozenset({CRYPTO}), _crypto),
+    (frozenset({MAC_ADDRESS}), _mac_addresses),
+    (frozenset({IP_ADDRESS}), _ipv6_addresses),
+)
+
+
+def resolve_overlaps(spans: list[EntitySpan]) -> list[EntitySpan]:
+    """Return non-overlapping spans in text order: the earliest start wins, then the longest, then the first."""
+    spans.sort(key=lambda s: (s.start, s.start - s.end))  # stable: ties keep recognizer order
+    kept: list[EntitySpan] = []
+    last_end = -1
+    for span in spans:
+        if span.start >= last_end:
+            kept.append(span)
+            last_end = span.end
+    return kept
+
+
+def find_patterns(text: str, entities: frozenset[str]) -> list[EntitySpan]:
+    """Find every pattern entity of the given types in ``text``.
+
+    Args:
+        text: The text to scan (already truncated to the caller's size limit).
+        entities: The entity types to report (a subset of ``entities.PATTERN_ENTITIES``).
+
+    Returns:
+        Non-overlapping spans sorted by position, each confirmed by its validator.
+    """
+    found: list[EntitySpan] = []
+    for types, recognize in _RECOGNIZERS:
+        if types & entities:
+            recognize(text, found)
+    _digit_seeded(text, found, entities)
+    if not found:
+        return found
+    return resolve_overlaps([s for s in found if s.entity_type in entities])
