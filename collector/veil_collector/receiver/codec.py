@@ -9,7 +9,6 @@ is rejected individually by ``validate`` (partial success) rather than failing t
 from __future__ import annotations
 
 import base64
-import binascii
 import enum
 import json
 from typing import Any
@@ -128,8 +127,3 @@ def encode_status(encoding: Encoding, *, code: int, message: str) -> bytes:
     if encoding is Encoding.PROTOBUF:
         return status.SerializeToString()
     return json_format.MessageToJson(status, indent=None).encode("utf-8")
-
-
-def hex_id(raw: bytes) -> str:
-    """A trace or span id as the lowercase hex the OTel ClickHouse exporter stores."""
-    return binascii.hexlify(raw).decode("ascii")

@@ -1,0 +1,1 @@
+"""The collector's HTTP API: OTLP ingest, health, projects, and the read side."""
