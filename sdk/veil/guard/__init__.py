@@ -21,11 +21,14 @@ from veil.guard.checks import (
     Length,
     register_check,
 )
+from veil.guard.pii import PII_ENTITIES, SECRET_ENTITIES, Pii, Secrets
 from veil.guard.vault import StreamRestorer, Vault
 
 __all__ = [
     "DEFAULT_INPUT_CHECKS",
     "DEFAULT_OUTPUT_CHECKS",
+    "PII_ENTITIES",
+    "SECRET_ENTITIES",
     "Action",
     "Banned",
     "CallableCheck",
@@ -38,6 +41,8 @@ __all__ = [
     "GuardResult",
     "GuardViolation",
     "Length",
+    "Pii",
+    "Secrets",
     "StreamRestorer",
     "Target",
     "Vault",

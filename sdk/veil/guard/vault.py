@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import re
 import threading
+import uuid
 
 
 class Vault:
     """A thread-safe, in-memory map of placeholder -> original value."""
 
     def __init__(self) -> None:
+        # Names this vault's placeholder numbering in the PII engine, so its numbers never collide.
+        self.key = f"vault:{uuid.uuid4().hex}"
         self._lock = threading.Lock()
         self._values: dict[str, str] = {}
         self._pattern: re.Pattern[str] | None = None

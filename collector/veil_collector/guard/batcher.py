@@ -1,0 +1,170 @@
+"""Micro-batching: many concurrent callers, one model call.
+
+A transformer scores 64 short texts in one forward pass in little more time than one text, so the guard
+endpoint must not run the model once per request. :class:`MicroBatcher` queues every caller's items; one
+worker thread takes the first waiting request, keeps collecting for a short window (or until the batch is
+full), runs the batch function once on all collected items and hands each caller exactly the slice of
+results that belongs to its own items. While a batch runs, new requests queue up and form the next batch,
+so under load the window costs nothing and batches fill by themselves.
+
+The queue is bounded: when it is full, :meth:`MicroBatcher.submit` raises :class:`Overloaded` at once
+(the route answers 503 with ``Retry-After``) instead of letting latency grow without limit.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class Overloaded(RuntimeError):
+    """The batcher's queue is full or it is shut down; the caller should retry later."""
+
+
+@dataclass(slots=True)
+class _Request(Generic[T, R]):
+    items: Sequence[T]
+    future: concurrent.futures.Future[list[R]]
+
+
+_STOP = object()
+
+
+class MicroBatcher(Generic[T, R]):
+    """Collects items from concurrent callers into batches for one batch function.
+
+    Args:
+        fn: Scores a batch: ``fn(items)`` returns one result per item, in order. Runs on the worker
+            thread only, so it need not be thread-safe. If it raises, every caller of that batch gets the
+            exception.
+        max_batch: Most items per call of ``fn``. A request with more items than this runs alone.
+        window_s: How long the worker waits for more requests after the first one of a batch arrived.
+        max_queue: Most requests waiting; beyond it :meth:`submit` raises :class:`Overloaded`.
+        on_batch: Called after each batch with (items, seconds ``fn`` took), for metrics; must not raise.
+        name: The worker thread's name.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[[list[T]], Sequence[R]],
+        *,
+        max_batch: int = 64,
+        window_s: float = 0.002,
+        max_queue: int = 10_000,
+        on_batch: Callable[[int, float], None] | None = None,
+        name: str = "veil-microbatch",
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1; got {max_batch}")
+        if window_s < 0:
+            raise ValueError(f"window_s must not be negative; got {window_s}")
+        self._fn = fn
+        self.max_batch = max_batch
+        self.window_s = window_s
+        self._queue: queue.Queue[_Request[T, R] | object] = queue.Queue(maxsize=max_queue)
+        self._on_batch = on_batch
+        self._closed = False
+        self._carry: _Request[T, R] | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, items: Sequence[T]) -> concurrent.futures.Future[list[R]]:
+        """Queues ``items``; the future resolves to their results, in order.
+
+        Raises:
+            Overloaded: the queue is full or the batcher is shut down.
+        """
+        future: concurrent.futures.Future[list[R]] = concurrent.futures.Future()
+        if not items:
+            future.set_result([])
+            return future
+        if self._closed:
+            raise Overloaded("the guard batcher is shut down")
+        try:
+            self._queue.put_nowait(_Request(items, future))
+        except queue.Full:
+            raise Overloaded(f"{self._queue.maxsize} guard requests are already waiting") from None
+        return future
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Finishes the requests already queued, then stops the worker (waits at most ``timeout``)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            first = self._carry if self._carry is not None else self._queue.get()
+            self._carry = None
+            if first is _STOP:
+                self._fail_leftovers()
+                return
+            batch = [first]
+            size = len(first.items)
+            deadline = time.monotonic() + self.window_s
+            stop = False
+            while size < self.max_batch:
+                try:
+                    left = deadline - time.monotonic()
+                    nxt = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop = True
+                    break
+                if size + len(nxt.items) > self.max_batch:
+                    # Too big for this batch: it opens the next one, so no request waits two windows.
+                    self._carry = nxt
+                    break
+                batch.append(nxt)
+                size += len(nxt.items)
+            self._execute(batch)
+            if stop:
+                self._fail_leftovers()
+                return
+
+    def _fail_leftovers(self) -> None:
+        # A submit that raced with shutdown may have queued behind the stop marker: answer it, never hang it.
+        while True:
+            try:
+                request = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if request is not _STOP and request.future.set_running_or_notify_cancel():
+                request.future.set_exception(Overloaded("the guard batcher is shut down"))
+
+    def _execute(self, batch: list[_Request[T, R]]) -> None:
+        live = [r for r in batch if r.future.set_running_or_notify_cancel()]
+        if not live:
+            return
+        items = [item for request in live for item in request.items]
+        started = time.perf_counter()
+        try:
+            results = list(self._fn(items))
+            if len(results) != len(items):
+                raise RuntimeError(f"batch function returned {len(results)} results for {len(items)} items")
+        except Exception as exc:  # every caller of this batch learns why; the worker keeps serving
+            logger.exception("guard batch of %d items failed", len(items))
+            for request in live:
+                request.future.set_exception(exc)
+            return
+        elapsed = time.perf_counter() - started
+        offset = 0
+        for request in live:
+            request.future.set_result(results[offset : offset + len(request.items)])
+            offset += len(request.items)
+        if self._on_batch is not None:
+            self._on_batch(len(items), elapsed)
