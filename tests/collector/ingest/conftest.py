@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-
 from veil_collector.app import create_app
 from veil_collector.config import Settings
 

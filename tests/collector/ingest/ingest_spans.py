@@ -35,9 +35,7 @@ OTLP_SPEC_JSON_EXAMPLE = {
                             "startTimeUnixNano": "1544712660000000000",
                             "endTimeUnixNano": "1544712661000000000",
                             "kind": 2,
-                            "attributes": [
-                                {"key": "my.span.attr", "value": {"stringValue": "some value"}}
-                            ],
+                            "attributes": [{"key": "my.span.attr", "value": {"stringValue": "some value"}}],
                         }
                     ],
                 }
