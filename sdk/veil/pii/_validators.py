@@ -46,7 +46,7 @@ _IBAN_LENGTHS: dict[str, int] = {
 
 
 def iban_ok(compact: str) -> bool:
-    """Return whether an upper-case IBAN without spaces has its country's length and passes ISO 7064 mod 97."""
+    """Return whether a compact upper-case IBAN has its country's length and passes ISO 7064 mod 97."""
     expected = _IBAN_LENGTHS.get(compact[:2])
     if expected is None or len(compact) != expected or not compact.isalnum():
         return False
@@ -175,10 +175,11 @@ def eip55_ok(hex40: str) -> bool:
     if hex40 == hex40.lower() or hex40 == hex40.upper():
         return True
     digest = keccak256(hex40.lower().encode("ascii")).hex()
-    for ch, h in zip(hex40, digest):
-        if ch.isalpha() and (ch.isupper() != (int(h, 16) >= 8)):
-            return False
-    return True
+    # A letter must be upper case exactly where the matching digest nibble is 8 or more.
+    return all(
+        not ch.isalpha() or ch.isupper() == (int(h, 16) >= 8)
+        for ch, h in zip(hex40, digest[:40], strict=True)
+    )
 
 
 def shannon_entropy(value: str) -> float:

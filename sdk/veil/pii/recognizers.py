@@ -400,6 +400,12 @@ _DIGIT_SEEDED = re.compile(
     r")"
 )
 _NUMERIC = frozenset({IP_ADDRESS, US_SSN, CREDIT_CARD, PHONE_NUMBER})
+_DIGIT_SEEDED_TYPES = _NUMERIC | {IBAN_CODE, CRYPTO}
+
+
+def _country_code_before(text: str, pos: int) -> bool:
+    code = text[pos - 2 : pos]
+    return pos >= 2 and code.isascii() and code.isalpha() and not _word_char_before(text, pos - 2)
 
 
 def _digit_seeded(text: str, out: list[EntitySpan], entities: frozenset[str]) -> None:
@@ -410,22 +416,15 @@ def _digit_seeded(text: str, out: list[EntitySpan], entities: frozenset[str]) ->
         start = m.start()
         if _word_char_before(text, start):
             # Letters right before the digits: only an IBAN's country code is allowed there.
-            if (
-                ibans
-                and start >= 2
-                and text[start - 2 : start].isalpha()
-                and text[start - 2 : start].isascii()
-            ):
-                if not _word_char_before(text, start - 2) and (end := _iban_at(text, start - 2)) != -1:
-                    out.append(EntitySpan(start - 2, end, IBAN_CODE, PATTERN))
+            if ibans and _country_code_before(text, start) and (end := _iban_at(text, start - 2)) != -1:
+                out.append(EntitySpan(start - 2, end, IBAN_CODE, PATTERN))
             continue
         kind = m.lastgroup
         if kind == "num":
             if numeric and not (_word_char_at(text, m.end()) and not text[m.end()].isdigit()):
                 _number(text, start, m.group(), out)
-        elif kind == "btc":
-            if crypto and base58check_ok(m.group()):
-                out.append(EntitySpan(start, m.end(), CRYPTO, PATTERN))
+        elif kind == "btc" and crypto and base58check_ok(m.group()):
+            out.append(EntitySpan(start, m.end(), CRYPTO, PATTERN))
 
 
 # --- entry point -----------------------------------------------------------------------------------------
@@ -444,7 +443,7 @@ _RECOGNIZERS: tuple[tuple[frozenset[str], Callable[[str, list[EntitySpan]], None
 
 
 def resolve_overlaps(spans: list[EntitySpan]) -> list[EntitySpan]:
-    """Return non-overlapping spans in text order: the earliest start wins, then the longest, then the first."""
+    """Return non-overlapping spans in text order: earliest start wins, then the longest, then the first."""
     spans.sort(key=lambda s: (s.start, s.start - s.end))  # stable: ties keep recognizer order
     kept: list[EntitySpan] = []
     last_end = -1
@@ -469,7 +468,8 @@ def find_patterns(text: str, entities: frozenset[str]) -> list[EntitySpan]:
     for types, recognize in _RECOGNIZERS:
         if types & entities:
             recognize(text, found)
-    _digit_seeded(text, found, entities)
+    if entities & _DIGIT_SEEDED_TYPES:
+        _digit_seeded(text, found, entities)
     if not found:
         return found
     return resolve_overlaps([s for s in found if s.entity_type in entities])

@@ -176,7 +176,7 @@ class Scrubber:
                 _assemble(skeleton, scrubbed),
                 tuple(Finding(t, n, d) for (t, d), n in sorted(counter.items())),
             )
-            for skeleton, counter in zip(skeletons, counters)
+            for skeleton, counter in zip(skeletons, counters, strict=True)
         ]
 
     def _replace(self, text: str, spans: list[EntitySpan], trace_map: Any, counter: Counter) -> str:

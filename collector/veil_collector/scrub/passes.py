@@ -1,0 +1,213 @@
+"""The collector's two PII passes over decoded OTLP requests, both in place.
+
+* :meth:`ServerScrubber.fast_pass` (patterns) runs in the OTLP route before the spool write, so raw PII
+  that a sender did not scrub never touches the collector's disk. It covers every string ``AnyValue``
+  (nested arrays and key-value lists included) of resources, scopes, spans, events and links, and each
+  span's status message.
+* :meth:`ServerScrubber.ner_pass` (Presidio NER) runs in the drain before ClickHouse, on the content
+  attributes (``semconv.CONTENT_ATTRIBUTES``) of every span of the request, in one batch.
+
+Both append what they found to the span's ``veil.collector.pii.findings`` attribute (JSON, see
+:mod:`veil.pii.findings`), so findings survive the spool and reach ``pii_findings`` rows through
+:func:`veil_collector.scrub.pii_findings_for_span`. Findings in resource or scope attributes are recorded
+on the first span of that resource or scope.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from prometheus_client import Counter as PromCounter
+from prometheus_client import Histogram
+from veil import semconv as sc
+from veil.pii import DEFAULT_NER_ENTITIES, Operator, Scrubber, ScrubConfig
+from veil.pii.findings import FindingKey, add_findings, decode_findings, encode_findings, location_of
+from veil.pii.ner import DEFAULT_SPACY_MODEL
+
+__all__ = ["ServerScrubber"]
+
+logger = logging.getLogger(__name__)
+
+PII_FOUND = PromCounter(
+    "veil_collector_pii_entities",
+    "Entities the collector's PII passes replaced",
+    ["scrub_pass", "entity_type"],
+)
+PASS_SECONDS = Histogram(
+    "veil_collector_pii_pass_seconds", "Time per request of each PII pass", ["scrub_pass"]
+)
+
+_OWN_KEYS = frozenset({sc.VEIL_PII_SCRUBBED, sc.VEIL_PII_FINDINGS, sc.VEIL_COLLECTOR_PII_FINDINGS})
+_MAX_VALUE_DEPTH = 16
+
+# One string to scrub: the protobuf message holding it, the field name, the span its findings go to,
+# the attribute it belongs to (for the location), and the trace id for consistent placeholders.
+_Target = tuple[Any, str, Span | None, str, str | None]
+
+
+class ServerScrubber:
+    """The collector's PII scrubber.
+
+    Args:
+        ner_enabled: Run the NER pass (``ner_pass`` is a no-op returning 0 when False).
+        spacy_model: spaCy model package or directory for the NER pass (never downloaded).
+        ner_entities: NER entity types (default PERSON, LOCATION, NRP).
+        ner_batch_size: Texts per ``nlp.pipe`` batch.
+        operators: Operator per entity type (default: typed placeholders).
+        pseudonym_secret: Key for the ``pseudonym`` operator.
+    """
+
+    def __init__(
+        self,
+        *,
+        ner_enabled: bool = True,
+        spacy_model: str = DEFAULT_SPACY_MODEL,
+        ner_entities: frozenset[str] = DEFAULT_NER_ENTITIES,
+        ner_batch_size: int = 64,
+        operators: Mapping[str, Operator | str] | None = None,
+        pseudonym_secret: bytes | str | None = None,
+    ) -> None:
+        common: dict[str, Any] = {"operators": dict(operators or {}), "pseudonym_secret": pseudonym_secret}
+        self._patterns = Scrubber(ScrubConfig(**common))
+        self._ner = (
+            Scrubber(
+                ScrubConfig(
+                    pattern_entities=frozenset(),
+                    ner=True,
+                    ner_entities=ner_entities,
+                    spacy_model=spacy_model,
+                    ner_batch_size=ner_batch_size,
+                    **common,
+                )
+            )
+            if ner_enabled
+            else None
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> ServerScrubber:
+        """Build from the collector's ``Settings`` (``pii_ner_enabled``, ``spacy_model``)."""
+        return cls(ner_enabled=settings.pii_ner_enabled, spacy_model=settings.spacy_model)
+
+    @property
+    def ner_enabled(self) -> bool:
+        """Whether :meth:`ner_pass` runs NER."""
+        return self._ner is not None
+
+    def warm_up(self) -> None:
+        """Load the spaCy model now (raises ``veil.pii.NerUnavailableError`` when it is missing)."""
+        if self._ner is not None and self._ner.ner_tier is not None:
+            self._ner.ner_tier.warm_up()
+
+    def fast_pass(self, request: ExportTraceServiceRequest) -> int:
+        """Replace pattern entities in every string of ``request``; return how many were replaced."""
+        with PASS_SECONDS.labels("pattern").time():
+            return self._run(self._patterns, list(_all_strings(request)), "pattern")
+
+    def ner_pass(self, request: ExportTraceServiceRequest) -> int:
+        """Replace NER entities in the content attributes of ``request``; return how many were replaced."""
+        if self._ner is None:
+            return 0
+        with PASS_SECONDS.labels("ner").time():
+            return self._run(self._ner, list(_content_strings(request)), "ner")
+
+    @staticmethod
+    def _run(scrubber: Scrubber, targets: list[_Target], pass_name: str) -> int:
+        if not targets:
+            return 0
+        started = time.perf_counter()
+        results = scrubber.scrub_many(
+            [getattr(holder, field) for holder, field, _, _, _ in targets],
+            trace_ids=[trace_id for *_, trace_id in targets],
+        )
+        per_span: dict[int, tuple[Span, Counter[FindingKey]]] = {}
+        total = 0
+        for (holder, field, span, key, _), result in zip(targets, results, strict=True):
+            if not result.findings:
+                continue
+            setattr(holder, field, result.value)
+            for finding in result.findings:
+                total += finding.count
+                PII_FOUND.labels(pass_name, finding.entity_type).inc(finding.count)
+            if span is not None:
+                _, counts = per_span.setdefault(id(span), (span, Counter()))
+                add_findings(counts, result.findings, location_of(key))
+        for span, counts in per_span.values():
+            _append_findings(span, counts)
+        logger.debug(
+            "%s pass: %d entities in %.1f ms", pass_name, total, (time.perf_counter() - started) * 1e3
+        )
+        return total
+
+
+def _append_findings(span: Span, counts: Counter[FindingKey]) -> None:
+    for kv in span.attributes:
+        if kv.key == sc.VEIL_COLLECTOR_PII_FINDINGS:
+            merged = decode_findings(kv.value.string_value) + counts
+            kv.value.string_value = encode_findings(merged)
+            return
+    span.attributes.append(
+        KeyValue(key=sc.VEIL_COLLECTOR_PII_FINDINGS, value=AnyValue(string_value=encode_findings(counts)))
+    )
+
+
+def _values(
+    key: str, value: AnyValue, span: Span | None, trace_id: str | None, depth: int = 0
+) -> Iterable[_Target]:
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        yield (value, "string_value", span, key, trace_id)
+    elif depth < _MAX_VALUE_DEPTH and kind == "array_value":
+        for item in value.array_value.values:
+            yield from _values(key, item, span, trace_id, depth + 1)
+    elif depth < _MAX_VALUE_DEPTH and kind == "kvlist_value":
+        for kv in value.kvlist_value.values:
+            yield from _values(key, kv.value, span, trace_id, depth + 1)
+
+
+def _attributes(
+    attributes: Iterable[KeyValue],
+    span: Span | None,
+    trace_id: str | None,
+    only: frozenset[str] | None = None,
+) -> Iterable[_Target]:
+    for kv in attributes:
+        if kv.key in _OWN_KEYS or (only is not None and kv.key not in only):
+            continue
+        yield from _values(kv.key, kv.value, span, trace_id)
+
+
+def _trace_of(span: Span | None) -> str | None:
+    return span.trace_id.hex() if span is not None else None
+
+
+def _all_strings(request: ExportTraceServiceRequest) -> Iterable[_Target]:
+    for resource_spans in request.resource_spans:
+        first = next((s for ss in resource_spans.scope_spans for s in ss.spans), None)
+        yield from _attributes(resource_spans.resource.attributes, first, _trace_of(first))
+        for scope_spans in resource_spans.scope_spans:
+            scope_first = scope_spans.spans[0] if scope_spans.spans else None
+            yield from _attributes(scope_spans.scope.attributes, scope_first, _trace_of(scope_first))
+            for span in scope_spans.spans:
+                trace_id = span.trace_id.hex()
+                yield from _attributes(span.attributes, span, trace_id)
+                for event in span.events:
+                    yield from _attributes(event.attributes, span, trace_id)
+                for link in span.links:
+                    yield from _attributes(link.attributes, span, trace_id)
+                if span.status.message:
+                    yield (span.status, "message", span, "status.message", trace_id)
+
+
+def _content_strings(request: ExportTraceServiceRequest) -> Iterable[_Target]:
+    for resource_spans in request.resource_spans:
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                yield from _attributes(span.attributes, span, span.trace_id.hex(), sc.CONTENT_ATTRIBUTES)

@@ -1,0 +1,122 @@
+"""The SDK's span scrubber: the ``SpanScrubber`` hook of ``veil._export.ScrubbingSpanExporter``.
+
+Runs on the export thread, one batch at a time. Every string attribute value (and every string in a
+string array) of each span and of its events is scrubbed; placeholders are consistent per trace id.
+Each returned span is a new ``ReadableSpan`` (the originals are not mutated) with
+``veil.pii.scrubbed = True`` and, when anything was found, ``veil.pii.findings`` (JSON, see
+:mod:`veil.pii.findings`). NER runs only when the ``presidio`` extra is installed and enabled
+(``VEIL_PII_NER=1`` or ``ner=True``); it then sees the whole batch in one ``nlp.pipe`` call.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from opentelemetry.sdk.trace import Event, ReadableSpan
+
+from veil import semconv as sc
+from veil.pii.findings import FindingKey, add_findings, encode_findings, location_of
+from veil.pii.ner import ner_importable
+from veil.pii.scrubber import Scrubber, ScrubConfig
+
+__all__ = ["NER_ENV", "OtelSpanScrubber", "default_span_scrubber"]
+
+logger = logging.getLogger("veil.internal")
+
+NER_ENV = "VEIL_PII_NER"
+_OWN_KEYS = frozenset({sc.VEIL_PII_SCRUBBED, sc.VEIL_PII_FINDINGS, sc.VEIL_COLLECTOR_PII_FINDINGS})
+
+
+def default_span_scrubber(**options: Any) -> OtelSpanScrubber:
+    """Build the SDK's span scrubber.
+
+    Args:
+        **options: ``ScrubConfig`` fields. ``ner`` defaults to ``VEIL_PII_NER`` (``1``/``true``) and is
+            turned off, with a warning, when the ``presidio`` extra is not installed.
+
+    Returns:
+        An object with ``scrub(spans) -> spans``.
+    """
+    if "ner" not in options:
+        options["ner"] = os.environ.get(NER_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    if options["ner"] and not ner_importable():
+        logger.warning("PII NER requested but the 'presidio' extra is not installed; using patterns only")
+        options["ner"] = False
+    return OtelSpanScrubber(Scrubber(ScrubConfig(**options)))
+
+
+class OtelSpanScrubber:
+    """Scrubs batches of finished spans with a :class:`~veil.pii.Scrubber`."""
+
+    def __init__(self, scrubber: Scrubber) -> None:
+        self.scrubber = scrubber
+
+    def scrub(self, spans: Sequence[ReadableSpan]) -> Sequence[ReadableSpan]:
+        """Return scrubbed copies of ``spans``, in order."""
+        # One scrub_many call per batch: NER (when on) batches across every span of the export batch.
+        values: list[Any] = []
+        trace_ids: list[str] = []
+        # Per span: (span attribute slots, per-event slots); a slot is (key, index into values).
+        layout: list[tuple[list[tuple[str, int]], list[list[tuple[str, int]]]]] = []
+        for span in spans:
+            trace_id = format(span.context.trace_id, "032x") if span.context is not None else None
+            span_slots = _collect(span.attributes, values, trace_ids, trace_id)
+            event_slots = [_collect(event.attributes, values, trace_ids, trace_id) for event in span.events]
+            layout.append((span_slots, event_slots))
+        results = self.scrubber.scrub_many(values, trace_ids=trace_ids) if values else []
+
+        out: list[ReadableSpan] = []
+        for span, (span_slots, event_slots) in zip(spans, layout, strict=True):
+            counts: Counter[FindingKey] = Counter()
+            attributes = dict(span.attributes or {})
+            for key, index in span_slots:
+                attributes[key] = results[index].value
+                add_findings(counts, results[index].findings, location_of(key))
+            events = []
+            for event, slots in zip(span.events, event_slots, strict=True):
+                event_attributes = dict(event.attributes or {})
+                for key, index in slots:
+                    event_attributes[key] = results[index].value
+                    add_findings(counts, results[index].findings, "attribute")
+                events.append(Event(event.name, event_attributes, event.timestamp))
+            attributes[sc.VEIL_PII_SCRUBBED] = True
+            if counts:
+                attributes[sc.VEIL_PII_FINDINGS] = encode_findings(counts)
+            out.append(
+                ReadableSpan(
+                    name=span.name,
+                    context=span.context,
+                    parent=span.parent,
+                    resource=span.resource,
+                    attributes=attributes,
+                    events=events,
+                    links=span.links,
+                    kind=span.kind,
+                    status=span.status,
+                    start_time=span.start_time,
+                    end_time=span.end_time,
+                    instrumentation_scope=span.instrumentation_scope,
+                )
+            )
+        return out
+
+
+def _collect(
+    attributes: Any, values: list[Any], trace_ids: list[str | None], trace_id: str | None
+) -> list[tuple[str, int]]:
+    """Queue the string (and string-array) attribute values for scrubbing; return their slots."""
+    slots: list[tuple[str, int]] = []
+    for key, value in (attributes or {}).items():
+        if key in _OWN_KEYS:
+            continue
+        if isinstance(value, str) or (
+            isinstance(value, Sequence) and value and all(isinstance(v, str) for v in value)
+        ):
+            slots.append((key, len(values)))
+            values.append(tuple(value) if not isinstance(value, str) else value)
+            trace_ids.append(trace_id)
+    return slots
