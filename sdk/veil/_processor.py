@@ -122,22 +122,33 @@ class VeilSpanProcessor(SpanProcessor):
     # --- export thread ----------------------------------------------------------------------------------
     def _run(self) -> None:
         while not self._shutdown:
-            self._wake.wait(self._delay)
+            woken = self._wake.wait(self._delay)
             self._wake.clear()
             if self._shutdown:
                 break
-            self._export_all()
-        self._export_all()
+            # Woken by a full batch: export full batches only. Timer: export what is there.
+            self._export_queued(full_batches_only=woken)
+        self._export_queued(full_batches_only=False)
 
-    def _export_all(self) -> None:
-        """Exports everything queued now, batch by batch. Serialized by a lock (worker vs. flush)."""
+    def _export_queued(self, full_batches_only: bool) -> None:
+        """Exports the spans queued when it starts, batch by batch; later arrivals wait for the next round.
+
+        Taking a snapshot of the count keeps the thread from chasing a busy producer with many tiny
+        batches (each an HTTP request). Serialized by a lock: the worker and `force_flush` may both call it.
+        """
         with self._export_lock:
             token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
             try:
-                while self._queue:
+                pending = len(self._queue)
+                while pending > 0 and (pending >= self._batch_size or not full_batches_only):
+                    count = min(pending, self._batch_size)
+                    pending -= count
                     batch = []
-                    while self._queue and len(batch) < self._batch_size:
-                        batch.append(self._queue.popleft())
+                    for _ in range(count):
+                        try:
+                            batch.append(self._queue.popleft())
+                        except IndexError:  # shutdown() cleared the queue after its deadline
+                            break
                     self._export_batch(batch)
             finally:
                 detach(token)
@@ -177,7 +188,7 @@ class VeilSpanProcessor(SpanProcessor):
         done = threading.Event()
 
         def flush() -> None:
-            self._export_all()
+            self._export_queued(full_batches_only=False)
             done.set()
 
         # Export on a helper thread so that a hung collector cannot hold the caller past the deadline.
