@@ -224,14 +224,12 @@ def projects_create(
     from veil_collector.auth import create_project
     from veil_collector.store.migrate import migrate as apply_migrations
 
-    if not name.strip():
-        _fail("the project name must not be empty")
     settings = _settings(clickhouse_dsn=dsn)
     store = _open_store(settings)
     try:
         apply_migrations(store, ttl_days=settings.ttl_days)
-        project_id, api_key = create_project(store, name.strip())
-    except StoreUnavailable as exc:
+        project_id, api_key = create_project(store, name)
+    except (StoreUnavailable, ValueError) as exc:
         _fail(str(exc))
     finally:
         store.close()
