@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.syntax import Syntax
 
 from veil_collector.config import Settings
+from veil_collector.grafana.cli import app as grafana_app
 from veil_collector.store.client import Store, StoreUnavailable, redact_dsn
 from veil_collector.store.migrate import Migration
 
@@ -33,6 +34,7 @@ app = typer.Typer(
 )
 projects_app = typer.Typer(help="Projects and their API keys.", no_args_is_help=True)
 app.add_typer(projects_app, name="projects")
+app.add_typer(grafana_app, name="grafana")
 
 console = Console()
 err_console = Console(stderr=True)

@@ -334,8 +334,8 @@ def _next_steps(base_url: str, traces: list[dict[str, Any]], *, serving: bool) -
         "",
         "[bold]Grafana:[/] the dashboards read a ClickHouse server (embedded ClickHouse is private to the "
         "collector process). Start the collector with "
-        "[bold]VEIL_CLICKHOUSE_DSN=http://user:pass@host:8123[/], "
-        "add a grafana-clickhouse-datasource for that server and load the dashboards in [bold]dashboards/[/] "
-        "(the README shows how).",
+        "[bold]VEIL_CLICKHOUSE_DSN=http://user:pass@host:8123[/], then "
+        "[bold]veil grafana push --url http://localhost:3000 --token TOKEN[/] installs the datasource and "
+        "dashboards (or provision them from [bold]dashboards/[/]; the README shows how).",
     ]
     return Panel(Group(*parts), title="Where to look next", border_style="green")
