@@ -21,6 +21,7 @@ from veil.guard.checks import (
     Length,
     register_check,
 )
+from veil.guard.classifiers import Bias, ClassifierBackend, LocalClassifier, RemoteClassifier, Toxicity
 from veil.guard.pii import PII_ENTITIES, SECRET_ENTITIES, Pii, Secrets
 from veil.guard.vault import StreamRestorer, Vault
 
@@ -31,20 +32,25 @@ __all__ = [
     "SECRET_ENTITIES",
     "Action",
     "Banned",
+    "Bias",
     "CallableCheck",
     "Check",
     "CheckContext",
     "CheckDecision",
     "CheckOutcome",
+    "ClassifierBackend",
     "Decision",
     "Guard",
     "GuardResult",
     "GuardViolation",
     "Length",
+    "LocalClassifier",
     "Pii",
+    "RemoteClassifier",
     "Secrets",
     "StreamRestorer",
     "Target",
+    "Toxicity",
     "Vault",
     "acheck_input",
     "acheck_output",

@@ -51,9 +51,14 @@ if hasattr(os, "register_at_fork"):
 
 @dataclass(frozen=True, slots=True)
 class _Unavailable:
-    """A blocking check that did not answer in time or raised."""
+    """A check that did not answer in time or raised: ``cause`` is low-cardinality, ``reason`` for people."""
 
+    cause: str
     reason: str
+
+    @classmethod
+    def from_exception(cls, exc: Exception) -> _Unavailable:
+        return cls(type(exc).__name__, f"{type(exc).__name__}: {exc}")
 
 
 _Step = Generator[tuple[Check, str, CheckContext], "CheckOutcome | _Unavailable", GuardResult]
@@ -97,9 +102,9 @@ class Policy:
                     answer: CheckOutcome | _Unavailable = future.result(_left(ctx.deadline))
                 except concurrent.futures.TimeoutError:
                     future.cancel()
-                    answer = _Unavailable(f"no answer within {self.timeout:g} s")
+                    answer = _Unavailable("timeout", f"no answer within {self.timeout:g} s")
                 except Exception as exc:  # the check's own failure: it is unavailable, not our crash
-                    answer = _Unavailable(f"{type(exc).__name__}: {exc}")
+                    answer = _Unavailable.from_exception(exc)
                 check, current, ctx = steps.send(answer)
         except StopIteration as stop:
             return stop.value
@@ -118,9 +123,9 @@ class Policy:
                         asyncio.wrap_future(future), _left(ctx.deadline)
                     )
                 except asyncio.TimeoutError:
-                    answer = _Unavailable(f"no answer within {self.timeout:g} s")
+                    answer = _Unavailable("timeout", f"no answer within {self.timeout:g} s")
                 except Exception as exc:  # the check's own failure: it is unavailable, not our crash
-                    answer = _Unavailable(f"{type(exc).__name__}: {exc}")
+                    answer = _Unavailable.from_exception(exc)
                 check, current, ctx = steps.send(answer)
         except StopIteration as stop:
             return stop.value
@@ -137,12 +142,12 @@ class Policy:
                 if _left(ctx.deadline) > 0:
                     answer = yield check, text, ctx
                 else:
-                    answer = _Unavailable("deadline passed")
+                    answer = _Unavailable("timeout", "deadline passed before the check started")
             else:
                 try:
                     answer = check.evaluate(text, ctx)
                 except Exception as exc:  # the check's own failure: it is unavailable, not our crash
-                    answer = _Unavailable(f"{type(exc).__name__}: {exc}")
+                    answer = _Unavailable.from_exception(exc)
             decision, text = self._decide(check, answer, text)
             decisions.append(decision)
             if decision.decision == "block":
@@ -158,7 +163,7 @@ class Policy:
     ) -> tuple[CheckDecision, str]:
         if isinstance(answer, _Unavailable):
             # Counted and logged once per (check, cause); the decision itself carries the reason.
-            record_failure("guard.check", f"{check.name}:{answer.reason.split(':')[0]}")
+            record_failure("guard.check", f"{check.name}:{answer.cause}")
             decision: Decision = "flag" if self.fail_open else "block"
             return CheckDecision(check.name, decision, 0.0, f"unavailable: {answer.reason}", True), text
         if not answer.violated:
