@@ -6,6 +6,13 @@ from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 
+class ModelIdentity(Protocol):
+    """What every scorer names about itself on each row it produces."""
+
+    name: str
+    version: str
+
+
 @runtime_checkable
 class TextClassifier(Protocol):
     """Scores texts with every label the model has.

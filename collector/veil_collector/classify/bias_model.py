@@ -38,7 +38,6 @@ class BiasClassifier:
                 model=str(path) if path.is_dir() else model,
                 device=device,
                 top_k=None,
-                model_kwargs={"local_files_only": path.is_dir()},
             )
         except OSError as exc:
             raise ModelUnavailable(f"cannot load bias model {model!r}: {exc}") from exc

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import huggingface_hub.constants
 import pytest
 from tiny_detoxify import IDENTITY_CLASSES, ORIGINAL_CLASSES, UNBIASED_CLASSES, write_tiny_model
 
@@ -12,6 +13,8 @@ from tiny_detoxify import IDENTITY_CLASSES, ORIGINAL_CLASSES, UNBIASED_CLASSES, 
 def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    # huggingface_hub reads the variable once, at import, which may have happened before this fixture.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
 
 
 @pytest.fixture(scope="session")

@@ -82,3 +82,23 @@ def write_tiny_model(
     path = folder / "toxic_tiny-0123abcd.ckpt"
     torch.save(checkpoint, path)
     return path
+
+
+def write_tiny_text_classifier(folder: Path, labels: Sequence[str]) -> Path:
+    """A tiny random BERT text classifier saved the Hugging Face way (as a bias model folder would be)."""
+    folder.mkdir(parents=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+    )
+    torch.manual_seed(2)
+    BertForSequenceClassification(config).save_pretrained(folder)
+    BertTokenizer(str(folder / "vocab.txt"), do_lower_case=True, model_max_length=512).save_pretrained(folder)
+    return folder
