@@ -197,7 +197,8 @@ class VeilSpanProcessor(SpanProcessor):
         if not done.wait(max(0.0, deadline - time.monotonic())):
             return False
         with capture_internal_exceptions("export.flush"):
-            return self._exporter.force_flush(max(0, int((deadline - time.monotonic()) * 1000)))
+            # Some exporters return None from force_flush (nothing buffered): only False means failure.
+            return self._exporter.force_flush(max(0, int((deadline - time.monotonic()) * 1000))) is not False
         return False
 
     def shutdown(self, timeout_millis: int = 30000) -> None:
