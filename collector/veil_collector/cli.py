@@ -156,7 +156,6 @@ def migrate(
     ] = None,
 ) -> None:
     """Create or upgrade the ClickHouse schema (the collector also does this when it starts)."""
-    from veil_collector.store.cluster import render_cluster_statements
     from veil_collector.store.migrate import applied_versions, load_migrations
     from veil_collector.store.migrate import migrate as apply_migrations
 
@@ -165,7 +164,11 @@ def migrate(
 
     def statements(migration: Migration) -> list[str]:
         rendered = migration.statements(ttl_days=settings.ttl_days)
-        return render_cluster_statements(rendered, cluster) if cluster else rendered
+        if not cluster:
+            return rendered
+        from veil_collector.store.cluster import render_cluster_statements
+
+        return render_cluster_statements(rendered, cluster)
 
     if print_sql:
         sql = "\n\n".join(
