@@ -127,7 +127,7 @@ def otlp_receiver() -> Iterator[Receiver]:
             """Keeps test output quiet."""
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     receiver.url = f"http://127.0.0.1:{server.server_address[1]}"
     yield receiver
@@ -136,8 +136,11 @@ def otlp_receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture
-def start_veil(otlp_receiver: Receiver) -> Callable[..., Receiver]:
-    """`start_veil(**init_kwargs)`: `veil.init()` against the test receiver with a short export interval."""
+def start_veil(otlp_receiver: Receiver) -> Iterator[Callable[..., Receiver]]:
+    """`start_veil(**init_kwargs)`: `veil.init()` against the test receiver with a short export interval.
+
+    Shuts the SDK down before the receiver stops, so the final export does not meet a closed port.
+    """
 
     def start(**kwargs: Any) -> Receiver:
         kwargs.setdefault("endpoint", otlp_receiver.url)
@@ -146,7 +149,8 @@ def start_veil(otlp_receiver: Receiver) -> Callable[..., Receiver]:
         veil.init(**kwargs)
         return otlp_receiver
 
-    return start
+    yield start
+    veil.shutdown()
 
 
 def pytest_configure(config: pytest.Config) -> None:
