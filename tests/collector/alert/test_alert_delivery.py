@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pytest
-from alert_receivers import SECRET, Receiver
+from alert_receivers import SECRET, Receiver, wait_until
 from standardwebhooks.webhooks import Webhook
 from veil_collector.alert import AlertEngine
 from veil_collector.records import Evaluation
@@ -56,14 +56,6 @@ def run_engine(settings_factory: Callable[..., Any], store: Any) -> Iterator[Cal
     yield start
     for engine in engines:
         engine.stop(timeout=5)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
 
 
 def attempts(store: Any) -> list[tuple[int, str, int]]:
