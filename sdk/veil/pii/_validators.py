@@ -12,6 +12,7 @@ import math
 from collections import Counter
 
 __all__ = [
+    "IBAN_LENGTHS",
     "base58check_ok",
     "bech32_ok",
     "eip55_ok",
@@ -33,7 +34,7 @@ _LUHN_DOUBLED = {str(d): (2 * d - 9 if d > 4 else 2 * d) for d in range(10)}
 
 
 # ISO 13616 lengths per country; an IBAN whose length disagrees with its country is rejected.
-_IBAN_LENGTHS: dict[str, int] = {
+IBAN_LENGTHS: dict[str, int] = {
     "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22, "BR": 29,
     "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DK": 18, "DO": 28, "EE": 20, "EG": 29,
     "ES": 24, "FI": 18, "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23, "GL": 18, "GR": 27, "GT": 28,
@@ -47,7 +48,7 @@ _IBAN_LENGTHS: dict[str, int] = {
 
 def iban_ok(compact: str) -> bool:
     """Return whether a compact upper-case IBAN has its country's length and passes ISO 7064 mod 97."""
-    expected = _IBAN_LENGTHS.get(compact[:2])
+    expected = IBAN_LENGTHS.get(compact[:2])
     if expected is None or len(compact) != expected or not compact.isalnum():
         return False
     rearranged = compact[4:] + compact[:4]

@@ -22,6 +22,7 @@ import re
 from collections.abc import Callable
 
 from veil.pii._validators import (
+    IBAN_LENGTHS,
     base58check_ok,
     bech32_ok,
     eip55_ok,
@@ -82,7 +83,8 @@ def _emails(text: str, out: list[EntitySpan]) -> None:
         start = at - local.end()
         while text[start] == ".":
             start += 1
-        if start < at and text[at - 1] != ".":
+        # "scheme://user@host" is a URL's user name, not a mailbox (credentials are the URL recognizer's).
+        if start < at and text[at - 1] != "." and text[max(0, start - 3) : start] != "://":
             out.append(EntitySpan(start, domain.end(), EMAIL_ADDRESS, PATTERN))
 
 
@@ -157,12 +159,6 @@ _PREFIXED: tuple[tuple[str, re.Pattern[str], str, Callable[[str], bool] | None],
     ),
     ("AIza", re.compile(r"AIza[0-9A-Za-z_\-]{35}"), API_KEY, None),
     ("k_", re.compile(r"[rs]k_(?:live|test)_[0-9A-Za-z]{16,255}"), API_KEY, None),
-    (
-        "eyJ",
-        re.compile(r"eyJ[A-Za-z0-9_\-]{8,8192}\.eyJ[A-Za-z0-9_\-]{8,65536}\.[A-Za-z0-9_\-]{0,8192}"),
-        JWT,
-        None,
-    ),
 )
 
 
@@ -177,6 +173,33 @@ def _prefixed_secrets(text: str, out: list[EntitySpan]) -> None:
                 out.append(EntitySpan(m.start(), m.end(), entity_type, PATTERN))
 
 
+_B64URL_RUN = re.compile(r"[A-Za-z0-9_\-]*")
+
+
+def _jwts(text: str, out: list[EntitySpan]) -> None:
+    """``eyJ<header>.eyJ<payload>.<signature>``, found without backtracking: each base64url run is
+    consumed once, and the search resumes after it when the token is incomplete."""
+    if "eyJ" not in text:
+        return
+    pos = 0
+    while (start := text.find("eyJ", pos)) != -1:
+        header_end = _B64URL_RUN.match(text, start).end()  # type: ignore[union-attr]
+        pos = header_end
+        if (
+            _word_char_before(text, start)
+            or header_end - start < 11
+            or not text.startswith(".eyJ", header_end)
+        ):
+            continue
+        payload_end = _B64URL_RUN.match(text, header_end + 1).end()  # type: ignore[union-attr]
+        pos = payload_end
+        if payload_end - header_end - 1 < 11 or text[payload_end : payload_end + 1] != ".":
+            continue
+        end = _B64URL_RUN.match(text, payload_end + 1).end()  # type: ignore[union-attr]
+        pos = end
+        out.append(EntitySpan(start, end, JWT, PATTERN))
+
+
 _PEM_BEGIN = re.compile(r"-----BEGIN (?:[A-Z0-9]{1,16} ){0,3}PRIVATE KEY( BLOCK)?-----")
 _PEM_END_LINE = re.compile(r"-----END [A-Z0-9 ]{0,64}-----")
 _PEM_BODY = re.compile(r"[A-Za-z0-9+/=\s:,\-]{0,65536}")
@@ -187,7 +210,8 @@ def _private_keys(text: str, out: list[EntitySpan]) -> None:
     if "PRIVATE KEY" not in text:
         return
     next_end = -2  # position of the next "-----END" at or after the current block; -1 when there is none
-    for m in _PEM_BEGIN.finditer(text):
+    pos = 0
+    while (m := _PEM_BEGIN.search(text, pos)) is not None:
         if next_end != -1 and next_end < m.end():
             # One forward search per block keeps this linear even with thousands of unmatched BEGINs.
             next_end = text.find("-----END", m.end())
@@ -195,6 +219,7 @@ def _private_keys(text: str, out: list[EntitySpan]) -> None:
         # Without an END line, redact the base64 body that follows (a truncated key is still a key).
         end = end_line.end() if end_line else _PEM_BODY.match(text, m.end()).end()  # type: ignore[union-attr]
         out.append(EntitySpan(m.start(), end, PRIVATE_KEY, PATTERN))
+        pos = end  # BEGIN lines inside the redacted block are part of it
 
 
 # --- keyword-anchored secrets ----------------------------------------------------------------------------
@@ -202,7 +227,7 @@ def _private_keys(text: str, out: list[EntitySpan]) -> None:
 _PASSWORD_WORDS = ("password", "passwd", "passphrase", "pwd")
 _SECRET_WORDS = ("secret", "token", "key", "credential")
 _ASSIGNED_VALUE = re.compile(
-    r"""[\w\-]{0,32}["']?\s{0,4}(?::=|=>|[:=]|\s(is)\s)\s{0,4}["']?([^\s"'`,;<>(){}\[\]]{4,512})"""
+    r"""[\w\-]{0,32}["']?\s{0,4}(?::=|=>|[:=]|\s(is)\s)\s{0,4}["']?([^\s"'`,;&<>(){}\[\]]{4,256})"""
 )
 
 
@@ -232,6 +257,7 @@ def _keyword_secrets(text: str, out: list[EntitySpan]) -> None:
                     accepted = len(value) >= (8 if is_password else 12) and _looks_random(value)
                 if accepted:
                     out.append(EntitySpan(m.start(2), m.start(2) + len(value), SECRET, PATTERN))
+                    start = m.start(2) + len(value)  # keywords inside the value are part of it
 
 
 # --- crypto wallets, MAC and IPv6 addresses, IBANs ------------------------------------------------------
@@ -306,17 +332,16 @@ def _iban_at(text: str, start: int) -> int:
     if m is None:
         return -1
     compact = m.group().replace(" ", "").upper()
-    # The expression may run into a following word ("... 32 is"): try shorter prefixes down to the
-    # shortest IBAN (Norway, 15 characters); the country's fixed length makes at most one valid.
-    for length in range(len(compact), 14, -1):
-        if iban_ok(compact[:length]):
-            end, seen = start, 0
-            while seen < length:  # map the compact length back onto the text, which may contain spaces
-                if text[end] != " ":
-                    seen += 1
-                end += 1
-            return -1 if _word_char_at(text, end) else end
-    return -1
+    # The expression may run into a following word ("... 32 is"): the country fixes the length.
+    length = IBAN_LENGTHS.get(compact[:2], 0)
+    if len(compact) < length or not iban_ok(compact[:length]):
+        return -1
+    end, seen = start, 0
+    while seen < length:  # map the compact length back onto the text, which may contain spaces
+        if text[end] != " ":
+            seen += 1
+        end += 1
+    return -1 if _word_char_at(text, end) else end
 
 
 _DIGIT_RUN = re.compile(r"[0-9]+")
@@ -364,7 +389,12 @@ def _classify_number(candidate: str) -> str | None:
     return None
 
 
+_MAX_GROUPS = 8  # more digit groups than any phone, card or address format: a table of numbers
+
+
 def _number(text: str, base: int, blob: str, out: list[EntitySpan]) -> None:
+    if blob.count(" ") + blob.count("-") + blob.count(".") >= _MAX_GROUPS:
+        return
     entity_type = _classify_number(blob)
     if entity_type is not None:
         out.append(EntitySpan(base, base + len(blob), entity_type, PATTERN))
@@ -432,7 +462,8 @@ def _digit_seeded(text: str, out: list[EntitySpan], entities: frozenset[str]) ->
 # Order matters for ties: on equal spans the recognizer listed first wins (a MAC before a card number).
 _RECOGNIZERS: tuple[tuple[frozenset[str], Callable[[str, list[EntitySpan]], None]], ...] = (
     (frozenset({PRIVATE_KEY}), _private_keys),
-    (frozenset({API_KEY, JWT}), _prefixed_secrets),
+    (frozenset({API_KEY}), _prefixed_secrets),
+    (frozenset({JWT}), _jwts),
     (frozenset({URL}), _urls),
     (frozenset({EMAIL_ADDRESS}), _emails),
     (frozenset({SECRET}), _keyword_secrets),

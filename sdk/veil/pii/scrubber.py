@@ -183,6 +183,7 @@ class Scrubber:
         if not spans:
             return text
         parts: list[str] = []
+        swept: dict[str, tuple[str, str, EntitySpan]] = {}
         pos = 0
         for span in spans:
             value = text[span.start : span.end]
@@ -195,12 +196,22 @@ class Scrubber:
                 replacement = pseudonym(self._secret, span.entity_type, value)  # type: ignore[arg-type]
             else:
                 replacement = ""
+            if span.detector == "pattern":
+                swept.setdefault(value, (value, replacement, span))
             parts.append(text[pos : span.start])
             parts.append(replacement)
             pos = span.end
             counter[(span.entity_type, span.detector)] += 1
         parts.append(text[pos:])
-        return "".join(parts)
+        out = "".join(parts)
+        # A value found once may also occur where no recognizer accepted it ("ID555-123-4567"): replace
+        # every remaining occurrence of each pattern-detected value as well.
+        for value, replacement, span in swept.values():
+            if value in out:
+                occurrences = out.count(value)
+                out = out.replace(value, replacement)
+                counter[(span.entity_type, span.detector)] += occurrences
+        return out
 
     def _decompose(self, value: Any, texts: list[str], depth: int) -> Any:
         """Return ``value``'s skeleton with each string leaf replaced by a :class:`_Leaf` into ``texts``."""
@@ -214,8 +225,8 @@ class Scrubber:
             elif self.config.parse_json_strings and value[:1] in ("{", "[") and value[-1:] in ("}", "]"):
                 try:
                     parsed = json.loads(value)
-                except ValueError:
-                    pass
+                except (ValueError, RecursionError):
+                    pass  # not JSON, or nested beyond the parser's recursion limit: scanned as text
                 else:
                     return _JsonText(self._decompose(parsed, texts, depth + 1))
             texts.append(value)

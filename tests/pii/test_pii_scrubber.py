@@ -1,0 +1,159 @@
+"""Scrubber behaviour: operators, per-trace placeholders, structure walking, limits, configuration errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from veil.pii import Finding, Operator, Scrubber, ScrubConfig, scrub
+from veil.pii.operators import PlaceholderRegistry, pseudonym
+from veil.pii.scrubber import DEPTH_MARKER, TRUNCATION_MARKER
+
+
+def test_convenience_scrub_returns_value_and_findings_without_values() -> None:
+    result = scrub("mail jane@example.com, card 4111 1111 1111 1111")
+    assert result.value == "mail [EMAIL_1], card [CREDIT_CARD_1]"
+    assert result.findings == (Finding("CREDIT_CARD", 1, "pattern"), Finding("EMAIL_ADDRESS", 1, "pattern"))
+    assert "jane" not in repr(result.findings)
+
+
+def test_placeholders_are_consistent_within_a_trace_and_independent_across_traces() -> None:
+    s = Scrubber()
+    first = s.scrub("from a@x.com to b@x.com", trace_id="t1").value
+    second = s.scrub("reply to B@X.COM then a@x.com", trace_id="t1").value
+    other = s.scrub("only b@x.com", trace_id="t2").value
+    assert first == "from [EMAIL_1] to [EMAIL_2]"
+    assert second == "reply to [EMAIL_2] then [EMAIL_1]"  # e-mail addresses compare case-insensitively
+    assert other == "only [EMAIL_1]"
+
+
+def test_without_trace_id_numbering_is_per_call() -> None:
+    s = Scrubber()
+    assert s.scrub("a@x.com b@x.com a@x.com").value == "[EMAIL_1] [EMAIL_2] [EMAIL_1]"
+    assert s.scrub("b@x.com").value == "[EMAIL_1]"
+
+
+def test_placeholder_registry_is_bounded() -> None:
+    registry = PlaceholderRegistry(max_traces=2, max_values_per_trace=1)
+    registry.for_trace("a")
+    registry.for_trace("b")
+    registry.for_trace("c")
+    assert len(registry) == 2
+    trace_map = registry.for_trace("c")
+    assert trace_map.placeholder("EMAIL_ADDRESS", "x@y.com") == "[EMAIL_1]"
+    assert trace_map.placeholder("EMAIL_ADDRESS", "z@y.com") == "[EMAIL_2]"  # beyond the cap: fresh number
+    assert trace_map.placeholder("EMAIL_ADDRESS", "z@y.com") == "[EMAIL_3]"  # ... and not remembered
+    assert trace_map.placeholder("EMAIL_ADDRESS", "x@y.com") == "[EMAIL_1]"
+
+
+def test_mask_operator_keeps_length() -> None:
+    s = Scrubber(ScrubConfig(operators={"CREDIT_CARD": "mask"}, mask_char="#"))
+    assert s.scrub("card 4111111111111111.").value == "card ################."
+
+
+def test_drop_operator_removes_the_value() -> None:
+    s = Scrubber(ScrubConfig(default_operator=Operator.DROP))
+    assert s.scrub("ssn 123-45-6789 ok").value == "ssn  ok"
+
+
+def test_pseudonym_is_keyed_stable_and_not_the_value() -> None:
+    s = Scrubber(ScrubConfig(default_operator="pseudonym", pseudonym_secret="k1"))
+    a = s.scrub("a@x.com", trace_id="t1").value
+    b = s.scrub("A@X.com", trace_id="t2").value
+    other_key = (
+        Scrubber(ScrubConfig(default_operator="pseudonym", pseudonym_secret="k2")).scrub("a@x.com").value
+    )
+    assert a == b == pseudonym(b"k1", "EMAIL_ADDRESS", "a@x.com")
+    assert a.startswith("[EMAIL:") and len(a) == len("[EMAIL:]") + 16
+    assert other_key != a
+
+
+def test_structures_keep_keys_and_shape() -> None:
+    tool_args = json.dumps({"to": "jane@example.com", "amount": 5, "card": 4111111111111111})
+    value = {
+        "messages": [
+            {"role": "user", "parts": [{"type": "text", "content": "I'm jane@example.com"}]},
+            ("tuple", "call +1-555-123-4567"),
+        ],
+        "tool": {"arguments": tool_args, "ok": True, "ratio": 0.5, "none": None, "count": 12},
+        "jane@example.com": "keys are kept",
+    }
+    result = Scrubber().scrub(value, trace_id="t")
+    out = result.value
+    assert out["messages"][0] == {"role": "user", "parts": [{"type": "text", "content": "I'm [EMAIL_1]"}]}
+    assert out["messages"][1] == ("tuple", "call [PHONE_1]")
+    assert json.loads(out["tool"]["arguments"]) == {"to": "[EMAIL_1]", "amount": 5, "card": "[CREDIT_CARD_1]"}
+    assert out["tool"]["ok"] is True and out["tool"]["ratio"] == 0.5 and out["tool"]["none"] is None
+    assert out["tool"]["count"] == 12
+    assert out["jane@example.com"] == "keys are kept"
+    assert dict((f.entity_type, f.count) for f in result.findings) == {
+        "EMAIL_ADDRESS": 2,
+        "PHONE_NUMBER": 1,
+        "CREDIT_CARD": 1,
+    }
+
+
+def test_invalid_json_string_is_scanned_as_text() -> None:
+    assert Scrubber().scrub('{"to": "a@x.com", broken').value == '{"to": "[EMAIL_1]", broken'
+
+
+def test_depth_limit_replaces_deep_nesting() -> None:
+    deep: object = "a@x.com"
+    for _ in range(10):
+        deep = [deep]
+    out = Scrubber(ScrubConfig(max_depth=3)).scrub(deep).value
+    assert out == [[[[DEPTH_MARKER]]]]
+
+
+def test_deeply_nested_json_string_does_not_recurse_without_bound() -> None:
+    text = "[" * 5000 + '"a@x.com"' + "]" * 5000  # beyond json's recursion limit: scanned as text
+    assert Scrubber().scrub(text).value == "[" * 5000 + '"[EMAIL_1]"' + "]" * 5000
+
+
+def test_long_text_is_truncated_before_scanning() -> None:
+    text = "x" * 100 + " a@x.com"
+    out = Scrubber(ScrubConfig(max_text_chars=50)).scrub(text).value
+    assert out == "x" * 50 + TRUNCATION_MARKER
+
+
+def test_non_utf8_bytes_are_decoded_with_replacement() -> None:
+    out = Scrubber().scrub(b"\xff\xfe mail a@x.com \xc3").value
+    assert out == "\ufffd\ufffd mail [EMAIL_1] \ufffd"
+
+
+def test_scrub_many_keeps_order_and_trace_ids() -> None:
+    s = Scrubber()
+    results = s.scrub_many(["a@x.com", "b@x.com", "b@x.com"], trace_ids=["t", "t", "u"])
+    assert [r.value for r in results] == ["[EMAIL_1]", "[EMAIL_2]", "[EMAIL_1]"]
+    with pytest.raises(ValueError, match="trace ids"):
+        s.scrub_many(["a"], trace_ids=["t", "u"])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"pattern_entities": frozenset({"NOPE"})}, "unknown entity types"),
+        ({"operators": {"EMAIL_ADDRESS": "pseudonym"}}, "pseudonym_secret"),
+        ({"mask_char": "**"}, "single character"),
+        ({"max_depth": 0}, "positive"),
+    ],
+)
+def test_bad_configuration_is_rejected(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ScrubConfig(**kwargs)
+
+
+def test_unknown_operator_is_rejected() -> None:
+    with pytest.raises(ValueError):
+        ScrubConfig(default_operator="shred")
+
+
+def test_importing_the_engine_loads_no_heavy_dependency() -> None:
+    code = (
+        "import sys, veil.pii, veil.pii.otel; "
+        "print(sorted(m for m in ('spacy', 'presidio_analyzer', 'torch') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
