@@ -10,6 +10,7 @@ decides what an unanswered check means.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import threading
@@ -106,17 +107,19 @@ class LocalClassifier(ClassifierBackend):
 
     @staticmethod
     def available(model: str = "original", models_dir: Path | None = None) -> bool:
-        """True when the collector extra is installed and ``model`` is on local disk (no download)."""
-        try:
-            from veil_collector.classify.loader import resolve_model
-        except ImportError:
+        """True when the collector extra is installed and ``model`` is on local disk (no download).
+
+        Decided without importing torch: the classifier modules are found, and ``model`` is a path or a
+        folder under ``models_dir`` (default ``VEIL_MODELS_DIR``).
+        """
+        if importlib.util.find_spec("veil_collector") is None or importlib.util.find_spec("detoxify") is None:
             return False
-        try:
-            return not resolve_model(
-                model, models_dir if models_dir is not None else _env_models_dir()
-            ).is_remote
-        except (ValueError, OSError):
-            return False
+        folder = models_dir if models_dir is not None else _env_models_dir()
+        return Path(model).expanduser().exists() or (folder is not None and (folder / model).is_dir())
+
+    def load(self) -> None:
+        """Loads the model now (it takes seconds), so that the first guarded call does not time out."""
+        self._loaded()
 
     def score(self, text: str, check: str, ctx: CheckContext) -> float:
         from veil_collector.guard.scoring import ScoreItem
