@@ -81,7 +81,7 @@ def create_rule(spec: RuleSpec, project: ProjectDep, engine: AlertEngineDep) -> 
 def replace_rule(rule_id: str, spec: RuleSpec, project: ProjectDep, engine: AlertEngineDep) -> Rule:
     if spec.id != rule_id:
         raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
             detail=f"the body's id {spec.id!r} differs from the path's {rule_id!r}; ids cannot change",
         )
     try:
