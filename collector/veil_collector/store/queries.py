@@ -15,7 +15,7 @@ import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,9 +25,9 @@ from veil_collector.store.client import Store
 
 # The OpenTelemetry Collector ClickHouse exporter's spelling of span status codes (StatusCodeStr).
 STATUS_ERROR = "Error"
-STATUS_OK = "Ok"
 MAX_TRACE_LIMIT = 1000
 _NS_PER_MS = 1_000_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 TraceStatus = Literal["ok", "error"]
 
@@ -166,7 +166,7 @@ class Stats(_Result):
     output_tokens: int
     cost_usd: float | None = Field(description="Sum over priced calls; null when no call had a price.")
     unpriced_calls: int = Field(description="Calls to models without a price (their cost is unknown).")
-    latency_ms: LatencyMs = Field(description="Latency of GenAI calls.")
+    latency_ms: LatencyMs = Field(description="Latency of model calls.")
     by_model: list[ModelStats]
     pii_findings: list[PiiStats]
     pii_findings_total: int
@@ -227,13 +227,14 @@ def to_unix_nanos(moment: datetime) -> int:
     """Nanoseconds since the epoch; a naive datetime is taken as UTC."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
-    delta = moment - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    delta = moment - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
 
 
 def from_unix_nanos(nanos: int) -> datetime:
-    """A UTC datetime (microsecond precision) from nanoseconds since the epoch."""
-    return datetime.fromtimestamp(nanos // 1_000 / 1_000_000, tz=timezone.utc)
+    """A UTC datetime (microsecond precision, truncated) from nanoseconds since the epoch."""
+    # Integer arithmetic: a float of seconds cannot hold today's times to the microsecond.
+    return _EPOCH + timedelta(microseconds=nanos // 1_000)
 
 
 # --- Trace list -------------------------------------------------------------------------------------------
