@@ -1,0 +1,182 @@
+"""The collector's PII passes on real ExportTraceServiceRequests (encoded by the OTel SDK's own OTLP
+encoder, as a plain OpenTelemetry exporter would send them), and pii_findings rows in real ClickHouse."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import pytest
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Link, Status, StatusCode
+from veil import semconv as sc
+from veil.pii.findings import decode_findings
+from veil_collector.records import PiiFinding
+from veil_collector.scrub import ServerScrubber, pii_findings_for_span
+
+RAW = ("jane@example.com", "4111 1111 1111 1111", "+1-555-123-4567", "203.0.113.77", "John Smith", "Berlin")
+
+
+def _request() -> ExportTraceServiceRequest:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": "svc", "owner": "ops jane@example.com"})
+    )
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("app")
+    with tracer.start_as_current_span("seed") as seed:
+        pass
+    with tracer.start_as_current_span(
+        "chat gpt-4o", links=[Link(seed.get_span_context(), {"why": "203.0.113.77"})]
+    ) as span:
+        span.set_attribute(
+            sc.GEN_AI_INPUT_MESSAGES,
+            json.dumps(
+                [
+                    {
+                        "role": "user",
+                        "parts": [
+                            {"type": "text", "content": "I am John Smith from Berlin, jane@example.com"}
+                        ],
+                    }
+                ]
+            ),
+        )
+        span.set_attribute(
+            sc.GEN_AI_OUTPUT_MESSAGES, "Thanks, John Smith: the card 4111 1111 1111 1111 is saved."
+        )
+        span.set_attribute("http.client_ip", "203.0.113.77")
+        span.set_attribute("note", "John Smith called")  # not a content attribute: NER leaves it alone
+        span.add_event("exception", {"exception.message": "callback +1-555-123-4567 failed"})
+        span.set_status(Status(StatusCode.ERROR, "rejected jane@example.com"))
+    request = encode_spans(exporter.get_finished_spans())
+    # A value nested in an array and a key-value list, as other SDKs send them.
+    chat = next(
+        s
+        for rs in request.resource_spans
+        for ss in rs.scope_spans
+        for s in ss.spans
+        if s.name.startswith("chat")
+    )
+    nested = KeyValueList(values=[KeyValue(key="contact", value=AnyValue(string_value="jane@example.com"))])
+    chat.attributes.append(
+        KeyValue(key="extra", value=AnyValue(array_value=ArrayValue(values=[AnyValue(kvlist_value=nested)])))
+    )
+    return request
+
+
+def _chat(request: ExportTraceServiceRequest):
+    return next(
+        s
+        for rs in request.resource_spans
+        for ss in rs.scope_spans
+        for s in ss.spans
+        if s.name.startswith("chat")
+    )
+
+
+def _attrs(span) -> dict[str, str]:
+    return {kv.key: kv.value.string_value for kv in span.attributes}
+
+
+@pytest.fixture(scope="module")
+def scrubber() -> ServerScrubber:
+    s = ServerScrubber(ner_enabled=True)
+    s.warm_up()
+    return s
+
+
+def test_fast_pass_scrubs_every_string_value_in_place(scrubber: ServerScrubber) -> None:
+    request = _request()
+    replaced = scrubber.fast_pass(request)
+    wire = request.SerializeToString()
+    for raw in ("jane@example.com", "4111 1111 1111 1111", "+1-555-123-4567", "203.0.113.77"):
+        assert raw.encode() not in wire
+    chat = _chat(request)
+    assert chat.status.message == "rejected [EMAIL_1]"
+    assert replaced == 8  # resource, input, output card, ip attr, event phone, link ip, nested e-mail, status
+    counts = decode_findings(_attrs(chat)[sc.VEIL_COLLECTOR_PII_FINDINGS])
+    assert counts[("EMAIL_ADDRESS", "pattern", "input")] == 1
+    assert counts[("CREDIT_CARD", "pattern", "output")] == 1
+    assert counts[("IP_ADDRESS", "pattern", "attribute")] == 2
+    assert "John Smith" in _attrs(chat)[sc.GEN_AI_OUTPUT_MESSAGES]  # names are the NER pass's job
+
+
+def test_ner_pass_scrubs_content_attributes_and_appends_findings(scrubber: ServerScrubber) -> None:
+    request = _request()
+    scrubber.fast_pass(request)
+    assert scrubber.ner_pass(request) >= 3
+    chat = _chat(request)
+    attrs = _attrs(chat)
+    content = attrs[sc.GEN_AI_INPUT_MESSAGES] + attrs[sc.GEN_AI_OUTPUT_MESSAGES]
+    assert "John Smith" not in content and "Berlin" not in content
+    assert (
+        "[PERSON_1]" in attrs[sc.GEN_AI_INPUT_MESSAGES] and "[PERSON_1]" in attrs[sc.GEN_AI_OUTPUT_MESSAGES]
+    )
+    assert attrs["note"] == "John Smith called"
+    counts = decode_findings(attrs[sc.VEIL_COLLECTOR_PII_FINDINGS])
+    assert counts[("PERSON", "ner", "input")] == 1 and counts[("PERSON", "ner", "output")] == 1
+    assert counts[("EMAIL_ADDRESS", "pattern", "input")] == 1  # the fast pass's findings are kept
+    assert [kv.key for kv in chat.attributes].count(sc.VEIL_COLLECTOR_PII_FINDINGS) == 1
+
+
+def test_ner_pass_is_a_no_op_when_disabled() -> None:
+    request = _request()
+    before = request.SerializeToString()
+    assert ServerScrubber(ner_enabled=False).ner_pass(request) == 0
+    assert request.SerializeToString() == before
+
+
+def test_from_settings_reads_the_collector_settings() -> None:
+    from veil_collector.config import Settings
+
+    assert ServerScrubber.from_settings(Settings(pii_ner_enabled=False)).ner_enabled is False
+
+
+def test_pii_findings_rows_mark_sdk_and_server_sources(store) -> None:
+    attributes = {
+        sc.VEIL_PII_SCRUBBED: "true",
+        sc.VEIL_PII_FINDINGS: json.dumps(
+            [{"entity_type": "EMAIL_ADDRESS", "count": 2, "detector": "pattern", "location": "input"}]
+        ),
+        sc.VEIL_COLLECTOR_PII_FINDINGS: json.dumps(
+            [
+                {"entity_type": "PERSON", "count": 1, "detector": "ner", "location": "output"},
+                {"entity_type": "bogus", "count": "x"},  # malformed entries off the wire are skipped
+            ]
+        ),
+    }
+    when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    rows = pii_findings_for_span(
+        project_id="p1", timestamp=when, trace_id="ab" * 16, span_id="cd" * 8, service_name="svc",
+        attributes=attributes, veil_batch=7,
+    )  # fmt: skip
+    assert [
+        (r.source, r.entity_type, r.count, r.detector, r.location, r.sdk_scrubbed, r.sdk_missed) for r in rows
+    ] == [
+        ("sdk", "EMAIL_ADDRESS", 2, "pattern", "input", True, False),
+        ("server", "PERSON", 1, "ner", "output", True, True),
+    ]
+    store.insert(PiiFinding.TABLE, [r.as_row() for r in rows], PiiFinding.COLUMNS)
+    stored = store.query(
+        "SELECT Source, EntityType, Count, SdkScrubbed, SdkMissed, VeilBatch FROM pii_findings "
+        "ORDER BY Source"
+    ).result_rows
+    assert [tuple(r) for r in stored] == [
+        ("sdk", "EMAIL_ADDRESS", 2, 1, 0, 7),
+        ("server", "PERSON", 1, 1, 1, 7),
+    ]
+
+
+def test_span_without_findings_gives_no_rows() -> None:
+    rows = pii_findings_for_span(
+        project_id="p", timestamp=datetime.now(timezone.utc), trace_id="t", span_id="s", service_name="svc",
+        attributes={"other": "x"},
+    )  # fmt: skip
+    assert rows == []
