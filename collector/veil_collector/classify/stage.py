@@ -2,8 +2,9 @@
 
 Wiring: ``pipeline.add_listener(stage.on_stored)`` after ``stage.start()``. ``on_stored`` runs on the
 pipeline's dispatch thread and only enqueues; one worker thread takes whatever is queued (up to
-``classifier_batch_size`` calls), scores the output texts (and the inputs when ``classify_inputs``), writes
-all rows of the batch in one insert, then hands them to the :class:`~veil_collector.records.EventSink`.
+``DRAIN_BATCHES`` model batches of ``classifier_batch_size`` calls: a larger pool sorts into tighter length
+buckets and makes larger inserts), scores the output texts (and the inputs when ``classify_inputs``),
+writes all rows of the pool in one insert, then hands them to the :class:`~veil_collector.records.EventSink`.
 
 Backpressure: the queue holds at most ``classifier_queue_size`` calls. When traffic outruns the model the
 queue fills and ``on_stored`` blocks the pipeline, whose own bounded queue then fills and makes the
@@ -51,7 +52,7 @@ QUEUE_DEPTH = Gauge("veil_classifier_queue_depth", "Calls waiting to be classifi
 TEXTS = Counter("veil_classifier_texts_total", "Texts classified", ["target"])
 BATCH_SIZE = Histogram(
     "veil_classifier_batch_size",
-    "Texts per classifier batch",
+    "Texts per classifier pass (one predict call, one insert)",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096),
 )
 DROPPED = Counter("veil_classifier_dropped_total", "Calls not classified, by reason", ["reason"])
@@ -59,6 +60,7 @@ MODEL_INFO = Gauge(
     "veil_classifier_model_info", "The models the classifier runs", ["evaluator", "model", "version"]
 )
 
+DRAIN_BATCHES = 8
 _STORE_RETRIES = (0.5, 1.0, 2.0)
 _POLL_S = 0.1
 
@@ -93,6 +95,7 @@ class ClassifierStage:
         self._bias = bias
         self._lexicon = IdentityLexicon()
         self._batch_size = settings.classifier_batch_size
+        self._drain_size = settings.classifier_batch_size * DRAIN_BATCHES
         self._queue: queue.Queue[GenAICall] = queue.Queue(maxsize=settings.classifier_queue_size)
         # Calls accepted and not yet finished (queued or in the worker's hands), for force_flush.
         self._pending = 0
@@ -191,7 +194,7 @@ class ClassifierStage:
                     return
                 continue
             calls = [first]
-            while len(calls) < self._batch_size:
+            while len(calls) < self._drain_size:
                 try:
                     calls.append(self._queue.get_nowait())
                 except queue.Empty:

@@ -161,13 +161,14 @@ class GatedClassifier:
 
 def test_full_queue_blocks_the_caller_until_the_worker_catches_up(store: Store, tmp_path: Path) -> None:
     model = GatedClassifier()
+    assert stage_module.DRAIN_BATCHES * 1 + 2 < 12
     config = settings(tmp_path, tmp_path, classifier_queue_size=2, classifier_batch_size=1)
     stage = ClassifierStage(config, store, toxicity=model)
     stage.start()
-    # The worker takes call 1 and blocks on the gate; calls 2 and 3 fill the queue; call 4 must wait.
-    producer = threading.Thread(
-        target=stage.on_stored, args=(StoredBatch(calls=[call(n, f"text {n}") for n in range(1, 5)]),)
-    )
+    # The worker holds at most DRAIN_BATCHES calls while it waits on the gate and the queue 2 more: of 12
+    # calls some must wait.
+    calls = [call(n, f"text {n}") for n in range(1, 13)]
+    producer = threading.Thread(target=stage.on_stored, args=(StoredBatch(calls=calls),))
     producer.start()
     producer.join(timeout=1.0)
     assert producer.is_alive(), "on_stored returned although the queue was full"
@@ -177,7 +178,7 @@ def test_full_queue_blocks_the_caller_until_the_worker_catches_up(store: Store, 
     assert not producer.is_alive()
     assert stage.force_flush(timeout=30)
     assert stage.shutdown(timeout=10)
-    assert len(rows(store, "Evaluator = 'toxicity'")) == 4
+    assert len(rows(store, "Evaluator = 'toxicity'")) == 12
 
 
 def test_after_shutdown_calls_are_dropped_and_counted(store: Store, tmp_path: Path) -> None:
