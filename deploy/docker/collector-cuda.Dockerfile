@@ -26,7 +26,8 @@ ENV DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --home-dir /var/lib/veil --create-home veil
+    && useradd --system --uid 10001 --home-dir /var/lib/veil --create-home veil \
+    && install -d -o veil -g veil /var/lib/veil/spool /var/lib/veil/models
 COPY --from=build /opt/veil /opt/veil
 COPY dashboards /opt/veil/dashboards
 ENV PATH=/opt/veil/bin:$PATH \

@@ -14,7 +14,10 @@ COPY collector collector
 RUN pip install '.[collector]'
 
 FROM python:3.11-slim
-RUN useradd --system --uid 10001 --home-dir /var/lib/veil --create-home veil
+# The data folders exist in the image, owned by veil, so that Docker initialises named volumes mounted
+# there (docker-compose.yml) with that owner.
+RUN useradd --system --uid 10001 --home-dir /var/lib/veil --create-home veil \
+    && install -d -o veil -g veil /var/lib/veil/spool /var/lib/veil/models
 COPY --from=build /opt/veil /opt/veil
 # Dashboards and provisioning files, for `veil grafana push` from inside the image.
 COPY dashboards /opt/veil/dashboards
