@@ -52,6 +52,13 @@ def _qualified_name(exc: BaseException) -> str:
     return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
 
 
+def _message(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:
+        return _serialize.bounded_repr(exc)
+
+
 class Converter:
     """Callable `VeilSpan` → `ReadableSpan`, configured once at `veil.init()`.
 
@@ -101,7 +108,7 @@ class Converter:
         self._stamp(span, updates, attrs)
         if span.attributes:
             for key, value in span.attributes.items():
-                attrs[key] = self._attribute_value(value)
+                attrs[str(key)] = self._attribute_value(value)
 
         events = self._events(span)
         status = span.status
@@ -280,7 +287,7 @@ class Converter:
     def _events(self, span: VeilSpan) -> list[Event]:
         events = []
         for name, attributes, timestamp, exc in span.events or ():
-            event_attrs = {k: self._attribute_value(v) for k, v in (attributes or {}).items()}
+            event_attrs = {str(k): self._attribute_value(v) for k, v in (attributes or {}).items()}
             if exc is not None:
                 events.append(self._exception_event(exc, timestamp, event_attrs))
             else:
@@ -293,7 +300,7 @@ class Converter:
         stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         attributes = {
             "exception.type": _qualified_name(exc),
-            "exception.message": _serialize.truncate(str(exc), self._limit),
+            "exception.message": _serialize.truncate(_message(exc), self._limit),
             "exception.stacktrace": _serialize.truncate(stack, self._limit),
             **(extra or {}),
         }

@@ -43,10 +43,14 @@ _OPENAI_OBJECTS = frozenset(
 
 
 def _get(obj: Any, key: str) -> Any:
-    """`obj[key]` for mappings, `obj.key` for objects, None when absent."""
-    if isinstance(obj, Mapping):
-        return obj.get(key)
-    return getattr(obj, key, None)
+    """`obj[key]` for mappings, `obj.key` for objects; None when absent or when reading it fails."""
+    try:
+        if isinstance(obj, Mapping):
+            return obj.get(key)
+        return getattr(obj, key, None)
+    except Exception:
+        # A proxy or lazy object may raise anything from attribute access; the span survives without it.
+        return None
 
 
 def _int(value: Any) -> int | None:
