@@ -794,8 +794,18 @@ def alerts() -> dict:
     """
     rows = [
         [
-            stat("Firing", f"SELECT countIf(status = 'firing') AS firing FROM ({latest})", width=6),
-            stat("Resolved", f"SELECT countIf(status = 'resolved') AS resolved FROM ({latest})", width=6),
+            stat(
+                "Firing",
+                f"SELECT countIf(status = 'firing') AS firing FROM ({latest})",
+                width=6,
+                description="Alerts (a rule and label set) whose latest change in the time range is firing.",
+            ),
+            stat(
+                "Resolved",
+                f"SELECT countIf(status = 'resolved') AS resolved FROM ({latest})",
+                width=6,
+                description="Alerts whose latest state change in the time range is resolved.",
+            ),
             stat(
                 "Deliveries",
                 f"SELECT countIf(Outcome = 'delivered') AS delivered FROM deliveries WHERE {deliveries}",
