@@ -59,7 +59,8 @@ class context:
 
     Use as a context manager (`with veil.context(user_id="u1"): ...`) or a decorator
     (`@veil.context(session_id="s1")`, on sync or async functions). Works before `veil.init()` too: the
-    values are simply kept until spans exist to carry them.
+    values are simply kept until spans exist to carry them. As a decorator one instance serves any number
+    of concurrent calls; as a `with` block, use an instance in one thread or task at a time.
 
     Args:
         user_id: Becomes `user.id`.

@@ -123,7 +123,7 @@ def _end_stream(span: VeilSpan | None, how: str, result: Any, error: BaseExcepti
 
 
 def _record_chunk(span: VeilSpan | None, chunk: Any) -> None:
-    if span is not None:
+    if span is not None and span.sampled:
         with _guard_end:
             span.add_chunk(chunk)
 

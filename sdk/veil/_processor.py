@@ -102,6 +102,9 @@ class VeilSpanProcessor(SpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         """Queues an OTel SDK span that ended, if it is sampled."""
+        if self._shutdown:
+            # Still registered on the application's provider after veil.shutdown(): not a loss to report.
+            return
         context = span.context
         if context is not None and context.trace_flags.sampled:
             self.submit(span)

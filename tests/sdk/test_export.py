@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -399,3 +400,25 @@ def test_internal_logger_is_quiet_on_success(start_veil: Any, caplog: pytest.Log
     work(1)
     assert veil.flush(5)
     assert [r for r in caplog.records if r.name == "veil.internal" and r.levelno >= logging.WARNING] == []
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_exports_with_a_fresh_export_thread(start_veil: Any) -> None:
+    receiver = start_veil()
+    work(0)
+    assert veil.flush(5)
+    pid = os.fork()
+    if pid == 0:  # the child: a pre-fork server worker, say
+        code = 1
+        try:
+            work(1)
+            code = 0 if veil.flush(10) and veil.stats()["exported"] >= 1 else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert sorted(s.attributes[sc.GEN_AI_TOOL_CALL_ARGUMENTS] for s in receiver.spans) == [
+        '{"i":0}',
+        '{"i":1}',
+    ]
