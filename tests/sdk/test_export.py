@@ -422,3 +422,19 @@ def test_a_forked_child_exports_with_a_fresh_export_thread(start_veil: Any) -> N
         '{"i":0}',
         '{"i":1}',
     ]
+
+
+def test_default_scrubber_is_the_pii_engine_when_installed(start_veil: Any) -> None:
+    pytest.importorskip("veil.pii.otel")
+    receiver = start_veil(scrub_pii=True)
+
+    @veil.observe(kind="llm")
+    def chat(messages: list[dict[str, str]]) -> str:
+        return "Noted, we will write to jane.doe@example.com."
+
+    chat([{"role": "user", "content": "Email me at jane.doe@example.com please"}])
+    assert veil.flush(10)
+    attrs = receiver.spans[0].attributes
+    assert "jane.doe@example.com" not in attrs[sc.GEN_AI_INPUT_MESSAGES]
+    assert "jane.doe@example.com" not in attrs[sc.GEN_AI_OUTPUT_MESSAGES]
+    assert attrs[sc.VEIL_PII_SCRUBBED] is True
