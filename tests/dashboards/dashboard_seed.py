@@ -33,6 +33,7 @@ ENVIRONMENTS = ("production", "staging")
 TOXICITY_LABELS = ("toxicity", "severe_toxicity", "obscene", "threat", "insult", "identity_attack")
 IDENTITY_GROUPS = ("female", "muslim", "black")
 CLASSIFIER = ("detoxify-original", "0.5.2")
+TOXIC_RESPONSE = "You are an idiot and I hate you."
 
 TRACE_COLUMNS = (
     "Timestamp", "TraceId", "SpanId", "ParentSpanId", "TraceState", "SpanName", "SpanKind", "ServiceName",
@@ -69,6 +70,7 @@ class Call:
     error: bool
     toxic: bool
     leaked: int
+    identity_group: str = ""
 
 
 @dataclass
@@ -142,7 +144,7 @@ def seed_workload(store: Store, *, now: datetime, calls: int = 240, seed: int = 
         resource = {"service.name": service, "deployment.environment.name": environment}
         status = "Error" if error else "Unset"
         tags = ["beta"] if i % 3 == 0 else []
-        response = "You are an idiot and I hate you." if toxic else "Your order ships tomorrow."
+        response = TOXIC_RESPONSE if toxic else "Your order ships tomorrow."
         chat_attrs = {
             "gen_ai.operation.name": "chat",
             "gen_ai.provider.name": provider,
@@ -177,8 +179,8 @@ def seed_workload(store: Store, *, now: datetime, calls: int = 240, seed: int = 
                 Evaluation(project, chat_at, evaluated_at, trace_id, chat_id, service, environment, model,
                            "output", "toxicity", label, score, *CLASSIFIER)
             )  # fmt: skip
-        if i % 4 == 0:
-            group = IDENTITY_GROUPS[i % len(IDENTITY_GROUPS)]
+        group = IDENTITY_GROUPS[i % len(IDENTITY_GROUPS)] if i % 4 == 0 else ""
+        if group:
             evaluations.append(
                 Evaluation(project, chat_at, evaluated_at, trace_id, chat_id, service, environment, model,
                            "output", "identity", group, 0.92, *CLASSIFIER, "mentions the group")
@@ -207,7 +209,7 @@ def seed_workload(store: Store, *, now: datetime, calls: int = 240, seed: int = 
             )  # fmt: skip
         if i % 9 == 0:
             feedback.append((project, evaluated_at, trace_id, chat_id, "toxicity", float(toxic), "", user_id))
-        return Call(trace_id, service, model, environment, user_id, session_id, error, toxic, leaked)
+        return Call(trace_id, service, model, environment, user_id, session_id, error, toxic, leaked, group)
 
     models = list(MODELS)
     for i in range(calls):

@@ -15,7 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dashboard_seed import ENVIRONMENTS, MODELS, OTHER_PROJECT, PROJECT, SERVICES, Workload, seed_workload
+from dashboard_seed import (
+    ENVIRONMENTS,
+    MODELS,
+    OTHER_PROJECT,
+    PROJECT,
+    SERVICES,
+    TOXIC_RESPONSE,
+    Workload,
+    seed_workload,
+)
 from grafana_expand import ALL, TimeRange, Variable, expand
 from veil_collector.store import Store
 from veil_collector.store.migrate import migrate
@@ -233,3 +242,36 @@ def test_trace_view_returns_the_whole_trace(seeded: tuple[Store, Workload]) -> N
     assert {"key": "gen_ai.request.model", "value": call.model} in next(
         s for s in spans if s["parentSpanID"]
     )["tags"]
+
+
+def _table(
+    seeded: tuple[Store, Workload], dashboard: str, title: str, variables: list[Variable]
+) -> list[dict]:
+    store, workload = seeded
+    columns, _, rows = _run(store, _query(dashboard, title), variables, workload)
+    return [dict(zip(columns, row, strict=True)) for row in rows]
+
+
+def test_most_toxic_responses_show_the_response_text(seeded: tuple[Store, Workload]) -> None:
+    _, workload = seeded
+    rows = _table(seeded, "safety", "Most toxic responses", _selection("all", workload))
+    toxic_traces = {c.trace_id for c in workload.calls if c.toxic}
+    assert len(workload.calls) > 50 and len(rows) == 50  # the panel's LIMIT
+    assert [r["toxicity"] for r in rows] == sorted((r["toxicity"] for r in rows), reverse=True)
+    assert rows[0]["trace_id"] in toxic_traces and rows[0]["response"] == TOXIC_RESPONSE
+
+
+def test_identity_groups_against_the_background(seeded: tuple[Store, Workload]) -> None:
+    _, workload = seeded
+    rows = _table(
+        seeded, "safety", "Toxicity by identity group against the background", _selection("all", workload)
+    )
+    assert {r["identity_group"] for r in rows} == {
+        c.identity_group for c in workload.calls if c.identity_group
+    }
+    for row in rows:
+        mentioning = [c.toxic for c in workload.calls if c.identity_group == row["identity_group"]]
+        others = [c.toxic for c in workload.calls if c.identity_group != row["identity_group"]]
+        assert row["outputs"] == len(mentioning)
+        assert row["toxic_rate"] == pytest.approx(sum(mentioning) / len(mentioning))
+        assert row["background_toxic_rate"] == pytest.approx(sum(others) / len(others))
