@@ -48,17 +48,22 @@ def _k8s_documents() -> list[tuple[Path, dict[str, Any]]]:
 
 
 def _compose_binary() -> list[str] | None:
-    docker = shutil.which("docker")
-    if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
-        return [docker, "compose"]
-    standalone = shutil.which("docker-compose")
-    return [standalone] if standalone else None
+    """Compose v2 (the docker CLI plugin or the standalone binary); v1 lacks ``name:`` and ``!reset``."""
+    for command in (["docker", "compose"], ["docker-compose"]):
+        if shutil.which(command[0]) is None:
+            continue
+        version = subprocess.run([*command, "version", "--short"], capture_output=True, text=True)
+        if version.returncode == 0 and version.stdout.strip().lstrip("v").startswith("2"):
+            return command
+    return None
 
 
 def test_docker_compose_config_accepts_the_files(tmp_path: Path) -> None:
     command = _compose_binary()
     if command is None:
-        pytest.skip("no docker compose plugin or docker-compose binary here (the docker CLI has no compose)")
+        pytest.skip(
+            "no Compose v2 here: the docker CLI has no compose plugin and there is no docker-compose v2"
+        )
     env_file = tmp_path / ".env"
     env_file.write_text("CLICKHOUSE_PASSWORD=a\nCLICKHOUSE_GRAFANA_PASSWORD=b\nGRAFANA_ADMIN_PASSWORD=c\n")
     for extra in ([], ["-f", str(DEPLOY / "docker-compose.cpu.yml")]):
