@@ -168,7 +168,12 @@ def as_string(value: AnyValue) -> str:
 
 def attributes_map(attributes: Iterable[KeyValue]) -> dict[str, str]:
     """Attributes as the ``Map(LowCardinality(String), String)`` the exporter writes (last key wins)."""
-    return {kv.key: as_string(kv.value) for kv in attributes}
+    out = {}
+    for kv in attributes:
+        value = kv.value
+        # Most values are strings: skip the dispatch in as_string for them (the drain's hot loop).
+        out[kv.key] = value.string_value if value.WhichOneof("value") == "string_value" else as_string(value)
+    return out
 
 
 # ---------------------------------------------------------------------------- GenAI helpers

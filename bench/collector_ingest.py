@@ -1,0 +1,237 @@
+"""Collector ingest benchmark: sustained spans/s over OTLP/HTTP into embedded ClickHouse.
+
+Three measurements in one run, on the same generated rows:
+
+1. **Collector**: the collector runs as a subprocess (embedded ClickHouse in a temp folder, pattern scrub
+   on, NER off, auth off); several client processes post realistic GenAI spans (1-2 KB of content,
+   512 spans per request, protobuf). Sustained rate = acknowledged spans / time from the first request
+   until the spool is fully drained into ClickHouse.
+2. **Bare insert**: a separate process inserts the same rows (``otel_traces`` and ``llm_calls``, flattened
+   beforehand and not timed) with clickhouse-connect into its own embedded ClickHouse, 10k rows per insert.
+3. **Export -> queryable latency**: with a background client at about half the sustained rate, probe
+   requests of one span are sent and ``GET /api/traces/{id}`` is polled until the trace is returned.
+
+Prints a table and writes it to ``bench/results/collector_ingest.md``. ``--quick`` runs a smaller load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import pickle
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "collector" / "ingest"))
+
+from ingest_spans import genai_request, unique_ids  # noqa: E402
+
+SPANS_PER_REQUEST = 512
+RESULTS = ROOT / "bench" / "results" / "collector_ingest.md"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def make_bodies(client_id: int, requests: int) -> list[bytes]:
+    ids = unique_ids(client_id)
+    return [genai_request(SPANS_PER_REQUEST, ids).SerializeToString() for _ in range(requests)]
+
+
+def start_collector(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "VEIL_CLICKHOUSE_DSN": f"chdb://{folder / 'clickhouse'}",
+        "VEIL_DATA_DIR": str(folder / "data"),
+        "VEIL_PORT": str(port),
+        "VEIL_NO_AUTH": "true",
+        "VEIL_PII_NER_ENABLED": "false",
+        "VEIL_SPOOL_MAX_BYTES": str(8 * 1024**3),
+    }
+    log = open(folder / "collector.log", "wb")  # noqa: SIM115 - the child process owns it
+    process = subprocess.Popen(
+        [sys.executable, "-m", "veil_collector.server"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError((folder / "collector.log").read_text()[-3000:])
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("collector did not start")
+
+
+def send(args: tuple[str, list[bytes]]) -> int:
+    url, bodies = args
+    acked = 0
+    with httpx.Client(timeout=60) as client:
+        for body in bodies:
+            while True:
+                response = client.post(
+                    f"{url}/v1/traces", content=body, headers={"Content-Type": "application/x-protobuf"}
+                )
+                if response.status_code == 200:
+                    acked += SPANS_PER_REQUEST
+                    break
+                if response.status_code != 503:
+                    raise RuntimeError(f"{response.status_code}: {response.text[:200]}")
+                time.sleep(float(response.headers.get("Retry-After", "1")))
+    return acked
+
+
+def wait_drained(url: str) -> None:
+    while httpx.get(f"{url}/readyz", timeout=30).json()["spool"]["records"]:
+        time.sleep(0.05)
+
+
+def measure_collector(url: str, payloads: list[list[bytes]]) -> tuple[int, float]:
+    with multiprocessing.get_context("spawn").Pool(len(payloads)) as pool:
+        started = time.perf_counter()
+        acked = sum(pool.map(send, [(url, bodies) for bodies in payloads]))
+        wait_drained(url)
+        return acked, time.perf_counter() - started
+
+
+def measure_latency(url: str, probes: int, background_rate: float, background: list[bytes]) -> list[float]:
+    """Export -> queryable seconds of ``probes`` one-span traces, with a paced background load."""
+    stop = threading.Event()
+
+    def paced() -> None:
+        interval = SPANS_PER_REQUEST / background_rate
+        with httpx.Client(timeout=60) as client:
+            for body in background:
+                if stop.is_set():
+                    return
+                started = time.perf_counter()
+                client.post(
+                    f"{url}/v1/traces", content=body, headers={"Content-Type": "application/x-protobuf"}
+                )
+                stop.wait(max(interval - (time.perf_counter() - started), 0))
+
+    loader = threading.Thread(target=paced)
+    loader.start()
+    latencies = []
+    ids = unique_ids(999)
+    with httpx.Client(timeout=30) as client:
+        for _ in range(probes):
+            request = genai_request(1, ids)
+            trace_id = request.resource_spans[0].scope_spans[0].spans[0].trace_id.hex()
+            started = time.perf_counter()
+            client.post(
+                f"{url}/v1/traces",
+                content=request.SerializeToString(),
+                headers={"Content-Type": "application/x-protobuf"},
+            )
+            while client.get(f"{url}/api/traces/{trace_id}").status_code != 200:
+                time.sleep(0.01)
+            latencies.append(time.perf_counter() - started)
+            time.sleep(0.1)
+    stop.set()
+    loader.join()
+    return latencies
+
+
+BARE_INSERT = """
+import sys, time, pickle
+import clickhouse_connect
+from veil_collector.store import Store
+from veil_collector.store.migrate import migrate
+from veil_collector.store.flatten import FlatBatch, Flattener, TRACE_COLUMNS, LLM_CALL_COLUMNS
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+folder, payload_file = sys.argv[1], sys.argv[2]
+bodies = pickle.load(open(payload_file, "rb"))
+migrate(Store(f"chdb://{folder}", database="veil"))
+flat = FlatBatch()
+Flattener().flatten([("p", ExportTraceServiceRequest.FromString(b)) for b in bodies], batch=1, out=flat)
+client = clickhouse_connect.get_client(dsn=f"chdb://{folder}", database="veil")
+started = time.perf_counter()
+for i in range(0, len(flat.traces), 10_000):
+    client.insert("otel_traces", flat.traces[i:i + 10_000], column_names=list(TRACE_COLUMNS))
+    client.insert("llm_calls", flat.llm_calls[i:i + 10_000], column_names=list(LLM_CALL_COLUMNS))
+print(len(flat.traces), time.perf_counter() - started)
+"""
+
+
+def measure_bare_insert(folder: Path, payloads: list[list[bytes]]) -> tuple[int, float]:
+    payload_file = folder / "payloads.pickle"
+    payload_file.write_bytes(pickle.dumps([body for bodies in payloads for body in bodies]))
+    result = subprocess.run(
+        [sys.executable, "-c", BARE_INSERT, str(folder / "bare"), str(payload_file)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    rows, seconds = result.stdout.split()[-2:]
+    return int(rows), float(seconds)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a short run (about 12k spans)")
+    parser.add_argument("--clients", type=int, default=3, help="concurrent client processes")
+    args = parser.parse_args()
+    requests_per_client = 8 if args.quick else 30
+    probes = 15 if args.quick else 40
+
+    with tempfile.TemporaryDirectory(prefix="veil-bench-ingest-") as tmp:
+        folder = Path(tmp)
+        payloads = [make_bodies(c, requests_per_client) for c in range(args.clients)]
+        content_bytes = len(payloads[0][0]) / SPANS_PER_REQUEST
+        process, url = start_collector(folder)
+        try:
+            acked, seconds = measure_collector(url, payloads)
+            collector_rate = acked / seconds
+            latencies = measure_latency(url, probes, collector_rate / 2, make_bodies(50, 40))
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(60)
+        bare_rows, bare_seconds = measure_bare_insert(folder, payloads)
+
+    bare_rate = bare_rows / bare_seconds
+    p50 = statistics.median(latencies)
+    p95 = statistics.quantiles(latencies, n=20)[-1]
+    cpus = os.cpu_count()
+    table = "\n".join(
+        [
+            f"# Collector ingest ({'quick' if args.quick else 'full'} run, {cpus} CPUs)",
+            "",
+            f"{acked} spans of {content_bytes:.0f} bytes each (protobuf), {SPANS_PER_REQUEST} spans per request, "
+            f"{args.clients} client processes; embedded ClickHouse; pattern scrub on, NER off.",
+            "",
+            "| measurement | value | target |",
+            "| --- | --- | --- |",
+            f"| collector sustained spans/s (ack + stored) | {collector_rate:,.0f} | >= 10,000 |",
+            f"| bare clickhouse-connect insert rows/s (same rows) | {bare_rate:,.0f} | |",
+            f"| collector / bare insert | {collector_rate / bare_rate:.0%} | >= 30% |",
+            f"| export -> queryable p50 (s), {len(latencies)} probes at 50% load | {p50:.3f} | |",
+            f"| export -> queryable p95 (s) | {p95:.3f} | <= 2 |",
+            "",
+        ]
+    )
+    print(table)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(table)
+
+
+if __name__ == "__main__":
+    main()
