@@ -215,8 +215,8 @@ def main() -> None:
         [
             f"# Collector ingest ({'quick' if args.quick else 'full'} run, {cpus} CPUs)",
             "",
-            f"{acked} spans of {content_bytes:.0f} bytes each (protobuf), {SPANS_PER_REQUEST} spans per request, "
-            f"{args.clients} client processes; embedded ClickHouse; pattern scrub on, NER off.",
+            f"{acked} spans of {content_bytes:.0f} bytes each (protobuf), {SPANS_PER_REQUEST} spans per "
+            f"request, {args.clients} client processes; embedded ClickHouse; pattern scrub on, NER off.",
             "",
             "| measurement | value | target |",
             "| --- | --- | --- |",
