@@ -32,6 +32,7 @@ class FakeGrafana:
     datasources: dict[str, dict[str, Any]] = field(default_factory=dict)
     folders: dict[str, dict[str, Any]] = field(default_factory=dict)
     dashboards: dict[str, dict[str, Any]] = field(default_factory=dict)
+    plugins: set[str] = field(default_factory=lambda: {"grafana-clickhouse-datasource"})
     requests: list[tuple[str, str, Any]] = field(default_factory=list)
     url: str = ""
 
@@ -43,6 +44,10 @@ class FakeGrafana:
 
     def handle(self, method: str, path: str, body: Any) -> tuple[int, Any]:
         parts = path.strip("/").split("/")
+        if parts[:2] == ["api", "plugins"] and parts[3:] == ["settings"] and method == "GET":
+            if parts[2] not in self.plugins:
+                return 404, {"message": "Plugin not found, no installed plugin with that id"}
+            return 200, {"id": parts[2], "type": "datasource", "enabled": True}
         if parts[:3] == ["api", "datasources", "uid"] and len(parts) == 4:
             uid = parts[3]
             if uid not in self.datasources:
@@ -146,6 +151,7 @@ def _push(grafana: FakeGrafana, *extra: str, token: str = TOKEN) -> Any:
 
 def _expected_reads() -> list[tuple[str, str]]:
     return [
+        ("GET", "/api/plugins/grafana-clickhouse-datasource/settings"),
         ("GET", "/api/datasources/uid/veil-clickhouse"),
         ("GET", "/api/folders/veil"),
         *[("GET", f"/api/dashboards/uid/{uid}") for uid in _file_order_uids()],
@@ -260,3 +266,11 @@ def test_missing_dashboards_folder_is_a_usage_error(grafana: FakeGrafana, tmp_pa
     assert result.exit_code == 2
     assert "is not a Veil dashboards folder" in result.output
     assert not grafana.requests
+
+
+def test_a_grafana_without_the_clickhouse_plugin_is_refused_before_any_change(grafana: FakeGrafana) -> None:
+    grafana.plugins.clear()
+    result = _push(grafana)
+    assert result.exit_code == 1
+    assert "no grafana-clickhouse-datasource plugin" in result.output
+    assert grafana.calls() == [("GET", "/api/plugins/grafana-clickhouse-datasource/settings")]

@@ -6,6 +6,6 @@ Grafana's HTTP API, idempotently.
 """
 
 from veil_collector.grafana.assets import Assets, load_assets
-from veil_collector.grafana.push import Action, Change, plan, push
+from veil_collector.grafana.push import Action, Change, PluginMissing, plan, push
 
-__all__ = ["Action", "Assets", "Change", "load_assets", "plan", "push"]
+__all__ = ["Action", "Assets", "Change", "PluginMissing", "load_assets", "plan", "push"]

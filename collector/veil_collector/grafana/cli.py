@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from veil_collector.grafana.assets import DASHBOARDS_DIR_ENV, default_dashboards_dir, load_assets
-from veil_collector.grafana.push import Action, Change, push
+from veil_collector.grafana.push import Action, Change, PluginMissing, push
 
 app = typer.Typer(
     name="grafana",
@@ -118,6 +118,9 @@ def push_command(
     api = connect(url, token, timeout)
     try:
         changes = push(api, assets, dry_run=dry_run)
+    except PluginMissing as exc:
+        err_console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
     except GrafanaException as exc:
         err_console.print(f"[red]Grafana refused the request:[/] {exc}")
         raise typer.Exit(1) from exc

@@ -25,6 +25,10 @@ PUSH_MESSAGE = "veil grafana push"
 _VOLATILE_DASHBOARD_KEYS = ("id", "version")
 
 
+class PluginMissing(RuntimeError):
+    """Grafana lacks the datasource's plugin: a datasource of that type would be created but never work."""
+
+
 class Action(str, enum.Enum):
     """What a push does to one object."""
 
@@ -122,8 +126,21 @@ def _plan_dashboard(api: GrafanaApi, assets: Assets, dashboard: dict[str, Any]) 
     return Change("dashboard", uid, title, Action.UNCHANGED)
 
 
+def _check_plugin(api: GrafanaApi, plugin_id: str) -> None:
+    if _get_or_none(lambda: api.client.GET(f"/plugins/{plugin_id}/settings")) is None:
+        raise PluginMissing(
+            f"Grafana has no {plugin_id} plugin; install it first (grafana cli plugins install {plugin_id}, "
+            f"or GF_PLUGINS_PREINSTALL_SYNC={plugin_id} in Grafana's environment)"
+        )
+
+
 def plan(api: GrafanaApi, assets: Assets) -> list[Change]:
-    """What ``push`` would do, in the order it does it; only reads from Grafana."""
+    """What ``push`` would do, in the order it does it; only reads from Grafana.
+
+    Raises:
+        PluginMissing: Grafana does not have the datasource's plugin installed.
+    """
+    _check_plugin(api, assets.datasource["type"])
     changes = [_plan_datasource(api, assets), _plan_folder(api, assets)]
     changes += [_plan_dashboard(api, assets, dashboard) for dashboard in assets.dashboards]
     return changes
@@ -163,6 +180,7 @@ def push(api: GrafanaApi, assets: Assets, *, dry_run: bool = False) -> list[Chan
         The plan: one :class:`Change` per object, applied unless ``dry_run``.
 
     Raises:
+        PluginMissing: Grafana does not have the datasource's plugin installed.
         grafana_client.client.GrafanaException: Grafana refused a request (bad token, bad input, ...).
     """
     changes = plan(api, assets)
