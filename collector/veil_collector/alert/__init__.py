@@ -7,6 +7,6 @@ holds the rule model and the YAML loader; the rest are its parts, in data-flow o
 """
 
 from veil_collector.alert.engine import AlertEngine
-from veil_collector.alert.rules import Rule, RuleSpec, RulesFileError, load_rules_file
+from veil_collector.alert.rules import Rule, RulesFileError, RuleSpec, load_rules_file
 
 __all__ = ["AlertEngine", "Rule", "RuleSpec", "RulesFileError", "load_rules_file"]

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter
+
 from veil_collector.alert import events, outbox, windows
 from veil_collector.alert.lifecycle import Lifecycle, export_history
 from veil_collector.alert.notification import Notification

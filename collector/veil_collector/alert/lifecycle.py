@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from prometheus_client import Counter
+
 from veil_collector.alert import outbox
 from veil_collector.alert.notification import Notification, Status, fingerprint, notification_id
 from veil_collector.alert.rules import Rule

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import SecretStr
+
 from veil_collector.alert.notification import Notification, render
 from veil_collector.alert.rules import Destination, WebhookDestination
 

@@ -8,6 +8,7 @@ import uuid
 from dataclasses import dataclass
 
 import httpx
+
 from veil_collector.alert.lifecycle import build_notification
 from veil_collector.alert.outbox import item_for
 from veil_collector.alert.relay import USER_AGENT, classify, send

@@ -29,7 +29,9 @@ from typing import Literal
 
 import httpx
 from prometheus_client import Counter, Histogram
+
 from veil_collector.alert import outbox
+from veil_collector.alert.deliverylog import DeliveryLog
 from veil_collector.alert.outbox import OutboxItem
 from veil_collector.alert.signing import signature_headers
 from veil_collector.alert.sqlite import connect, transaction
@@ -48,15 +50,8 @@ ATTEMPTS = Counter(
 ATTEMPT_SECONDS = Histogram(
     "veil_alert_delivery_seconds", "Duration of one delivery attempt", ["destination_type"]
 )
-DELIVERY_LOG_ERRORS = Counter(
-    "veil_alert_delivery_log_errors_total", "Delivery attempts that could not be written to ClickHouse"
-)
 
 Outcome = Literal["delivered", "retry", "failed", "dead", "disabled"]
-_DELIVERY_COLUMNS = (
-    "ProjectId", "Timestamp", "NotificationId", "Fingerprint", "RuleId", "Destination", "DestinationType",
-    "Attempt", "Outcome", "HttpStatus", "Error", "LatencyMs",
-)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +114,7 @@ class Relay:
 
     Args:
         data_dir: folder of ``alerts.db``.
-        store: where attempts are logged (``deliveries``).
+        store: where attempts are logged (``deliveries``, through a :class:`DeliveryLog`).
         workers: concurrent sends; a slow destination occupies one worker, not the whole relay.
         timeout: seconds one HTTP attempt may take (connect, read and write).
         retry_schedule: delays before attempts 2, 3, ...; the last one repeats if attempts remain.
@@ -149,7 +144,7 @@ class Relay:
         if not 0 <= jitter < 1:
             raise ValueError(f"jitter must be in [0, 1); got {jitter}")
         self._data_dir = data_dir
-        self._store = store
+        self._log = DeliveryLog(store)
         self._workers = workers
         self._timeout = timeout
         self._schedule = tuple(float(d) for d in retry_schedule)
@@ -171,6 +166,7 @@ class Relay:
         finally:
             conn.close()
         self._stopping.clear()
+        self._log.start()
         for n in range(self._workers):
             thread = threading.Thread(target=self._run, name=f"veil-alert-relay-{n}", daemon=True)
             thread.start()
@@ -191,6 +187,7 @@ class Relay:
         self._threads = [t for t in self._threads if t.is_alive()]
         if self._threads:
             logger.warning("%d alert relay workers still sending after %.1fs", len(self._threads), timeout)
+        self._log.stop(max(0.0, deadline - time.monotonic()))
 
     def _run(self) -> None:
         conn = connect(self._data_dir)
@@ -263,8 +260,4 @@ class Relay:
             item.rule_id, item.destination, item.destination_type, attempt, outcome, result.status,
             result.error, result.latency_ms,
         )  # fmt: skip
-        try:
-            self._store.insert("deliveries", [row], _DELIVERY_COLUMNS)
-        except Exception:  # the attempt happened either way; losing its log row must not stop delivery
-            DELIVERY_LOG_ERRORS.inc()
-            logger.warning("could not log a delivery attempt to ClickHouse", exc_info=True)
+        self._log.add(row)
