@@ -245,20 +245,36 @@ _ATTRIBUTE_PARAMETERS = {
     "a_session": semconv.SESSION_ID,
     "a_conversation": semconv.GEN_AI_CONVERSATION_ID,
     "a_request_model": semconv.GEN_AI_REQUEST_MODEL,
-    "a_response_model": semconv.GEN_AI_RESPONSE_MODEL,
 }
 
-_LIST_TRACES = """
+# Two steps, so that the wide SpanAttributes map is read only where it must be: the page is chosen from
+# narrow columns over the whole window (the map is read only for the filters that need it), then the
+# page's at most ``limit`` traces are described from their spans alone (TraceId has a bloom filter index).
+_PAGE_TRACES = """
 SELECT
     TraceId,
     min(toUnixTimestamp64Nano(Timestamp)) AS start_ns,
     max(toUnixTimestamp64Nano(Timestamp) + toInt64(Duration)) AS end_ns,
+    count() AS span_count,
+    countIf(StatusCode = {status_error:String}) AS error_count
+FROM otel_traces
+WHERE ProjectId = {project:String}
+  AND Timestamp >= fromUnixTimestamp64Nano({start_ns:Int64})
+  AND Timestamp < fromUnixTimestamp64Nano({end_ns:Int64})
+  AND {where}
+GROUP BY TraceId
+HAVING {having}
+ORDER BY start_ns DESC, TraceId DESC
+LIMIT {limit:UInt32}
+"""
+
+_DESCRIBE_TRACES = """
+SELECT
+    TraceId,
     if(countIf(ParentSpanId = '') > 0, argMinIf(SpanName, Timestamp, ParentSpanId = ''),
        argMin(SpanName, Timestamp)) AS root_name,
     if(countIf(ParentSpanId = '') > 0, argMinIf(ServiceName, Timestamp, ParentSpanId = ''),
        argMin(ServiceName, Timestamp)) AS root_service,
-    count() AS span_count,
-    countIf(StatusCode = {status_error:String}) AS error_count,
     arraySort(groupUniqArrayIf(SpanAttributes[{a_request_model:String}],
                                SpanAttributes[{a_request_model:String}] != '')) AS models,
     anyIf(SpanAttributes[{a_user:String}], SpanAttributes[{a_user:String}] != '') AS user_id,
@@ -268,24 +284,28 @@ SELECT
         AS session_id
 FROM otel_traces
 WHERE ProjectId = {project:String}
+  AND TraceId IN {trace_ids:Array(String)}
   AND Timestamp >= fromUnixTimestamp64Nano({start_ns:Int64})
   AND Timestamp < fromUnixTimestamp64Nano({end_ns:Int64})
 GROUP BY TraceId
-HAVING {having}
-ORDER BY start_ns DESC, TraceId DESC
-LIMIT {limit:UInt32}
 """
 
 _HAVING_FRAGMENTS = {
     "service": "countIf(ServiceName = {service:String}) > 0",
-    "model": "countIf(SpanAttributes[{a_request_model:String}] = {model:String}"
-    " OR SpanAttributes[{a_response_model:String}] = {model:String}) > 0",
     "user_id": "countIf(SpanAttributes[{a_user:String}] = {user_id:String}) > 0",
     "session_id": "countIf(SpanAttributes[{a_session:String}] = {session_id:String}"
     " OR SpanAttributes[{a_conversation:String}] = {session_id:String}) > 0",
     "min_duration_ns": "end_ns - start_ns >= {min_duration_ns:Int64}",
     "cursor": "(start_ns, TraceId) < ({cursor_ns:Int64}, {cursor_trace:String})",
 }
+
+# The model filter reads the typed llm_calls table (RequestModel leads its sort key after the service)
+# rather than every span's attribute map.
+_WHERE_MODEL = """TraceId IN (
+    SELECT TraceId FROM llm_calls
+    WHERE ProjectId = {project:String} AND (RequestModel = {model:String} OR ResponseModel = {model:String})
+      AND Timestamp >= fromUnixTimestamp64Nano({start_ns:Int64})
+      AND Timestamp < fromUnixTimestamp64Nano({end_ns:Int64}))"""
 
 _TRACE_USAGE = """
 SELECT TraceId, sum(InputTokens), sum(OutputTokens), sum(CostUsd)
@@ -299,7 +319,8 @@ GROUP BY TraceId
 def list_traces(store: Store, *, project_id: str, query: TraceFilter) -> TracePage:
     """Traces of ``project_id`` with spans starting in the window, newest first, filtered and paged.
 
-    A trace matches a filter when any of its spans in the window does (service, model, user, session);
+    A trace matches a filter when any of its spans in the window does (service, user, session) or any of
+    its GenAI calls does (model: the request or response model);
     ``status="error"`` selects traces with at least one failed span, ``"ok"`` those with none.
 
     Raises:
@@ -313,8 +334,11 @@ def list_traces(store: Store, *, project_id: str, query: TraceFilter) -> TracePa
         "status_error": STATUS_ERROR,
         "limit": query.limit + 1,  # one more than asked tells whether another page exists
     }
-    having = ["1"]
-    for name in ("service", "model", "user_id", "session_id"):
+    where, having = ["1"], ["1"]
+    if query.model is not None:
+        where.append(_WHERE_MODEL)
+        parameters["model"] = query.model
+    for name in ("service", "user_id", "session_id"):
         value = getattr(query, name)
         if value is not None:
             having.append(_HAVING_FRAGMENTS[name])
@@ -330,14 +354,20 @@ def list_traces(store: Store, *, project_id: str, query: TraceFilter) -> TracePa
         parameters["cursor_ns"], parameters["cursor_trace"] = decode_cursor(query.cursor)
         having.append(_HAVING_FRAGMENTS["cursor"])
 
-    # The HAVING clause is assembled from the fixed fragments above only; every value is a placeholder.
-    sql = _LIST_TRACES.replace("{having}", " AND ".join(having))
+    # WHERE and HAVING are assembled from the fixed fragments above only; every value is a placeholder.
+    sql = _PAGE_TRACES.replace("{where}", " AND ".join(where)).replace("{having}", " AND ".join(having))
     rows = store.query(sql, parameters).result_rows
     page, more = rows[: query.limit], len(rows) > query.limit
+    trace_ids = [row[0] for row in page]
 
-    usage = _trace_usage(store, project_id, [row[0] for row in page], parameters["start_ns"])
+    described = {}
+    if trace_ids:
+        result = store.query(_DESCRIBE_TRACES, {**parameters, "trace_ids": trace_ids})
+        described = {row[0]: row[1:] for row in result.result_rows}
+    usage = _trace_usage(store, project_id, trace_ids, parameters["start_ns"])
     traces = []
-    for trace_id, start_ns, end_ns, root, service, spans, errors, models, user, session in page:
+    for trace_id, start_ns, end_ns, spans, errors in page:
+        root, service, models, user, session = described[trace_id]
         input_tokens, output_tokens, cost = usage.get(trace_id, (0, 0, None))
         traces.append(
             TraceSummary(

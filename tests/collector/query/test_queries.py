@@ -77,7 +77,13 @@ def test_each_filter_selects_the_matching_trace(store: Store, insert: Callable[.
                 name="chat claude-3-haiku",
                 attributes={"gen_ai.request.model": "claude-3-haiku"},
             ),
-        ]
+        ],
+        # The model filter reads llm_calls: trace 3 called claude, traces 1 and 2 (their chat child) gpt-4o.
+        calls=[
+            call_row(trace=trace_id(3), span=span_id(30), model="claude-3-haiku", at=T0 + minutes(2)),
+            call_row(trace=trace_id(2), span=span_id(21), model="gpt-4o", at=T0 + minutes(1)),
+            call_row(trace=trace_id(1), span=span_id(11), model="gpt-4o"),
+        ],
     )
 
     def ids(**filters: object) -> list[str]:

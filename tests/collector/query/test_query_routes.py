@@ -54,11 +54,20 @@ def api(
                 call_row(
                     trace=trace_id(1),
                     span=span_id(1),
-                    model="gpt-4o",
+                    model="gpt-4o-mini",
                     at=T0 + minutes(1),
                     project=pa,
                     cost=0.5,
-                )
+                ),
+                call_row(
+                    trace=trace_id(4),
+                    span=span_id(4),
+                    model="gpt-4o",
+                    at=T0 + minutes(1),
+                    project=pa,
+                    cost=None,
+                    status="Error",
+                ),
             ],
             CALL_COLUMNS,
         )
@@ -91,7 +100,7 @@ def test_a_project_reads_only_its_own_traces(api: tuple[TestClient, dict, dict])
 
     stats_a = client.get("/api/stats", params=WINDOW, headers=a).json()
     stats_b = client.get("/api/stats", params=WINDOW, headers=b).json()
-    assert (stats_a["traces"], stats_a["llm_calls"], stats_a["cost_usd"]) == (4, 1, 0.5)
+    assert (stats_a["traces"], stats_a["llm_calls"], stats_a["cost_usd"]) == (4, 2, 0.5)
     assert (stats_b["traces"], stats_b["llm_calls"], stats_b["cost_usd"]) == (1, 0, None)
 
 

@@ -57,7 +57,7 @@ def list_traces(
     service: Service = None,
     model: Annotated[
         str | None,
-        Query(description="Only traces with a GenAI span of this request or response model."),
+        Query(description="Only traces with a GenAI call of this request or response model."),
     ] = None,
     user_id: Annotated[str | None, Query(description="Only traces with a span of this `user.id`.")] = None,
     session_id: Annotated[
