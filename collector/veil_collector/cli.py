@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
+from clickhouse_connect.driver.exceptions import ClickHouseError
 from pydantic import ValidationError
 from rich.console import Console
 from rich.panel import Panel
@@ -161,18 +162,15 @@ def migrate(
 
     settings = _settings(clickhouse_dsn=dsn, ttl_days=ttl_days)
     migrations = load_migrations()
-
-    def statements(migration: Migration) -> list[str]:
-        rendered = migration.statements(ttl_days=settings.ttl_days)
-        if not cluster:
-            return rendered
-        from veil_collector.store.cluster import render_cluster_statements
-
-        return render_cluster_statements(rendered, cluster)
+    try:
+        # Rendered before connecting, so that a bad cluster name fails without touching ClickHouse.
+        rendered = {m.version: _render(m, ttl_days=settings.ttl_days, cluster=cluster) for m in migrations}
+    except ValueError as exc:
+        _fail(str(exc))
 
     if print_sql:
         sql = "\n\n".join(
-            f"-- {m.version:04d}_{m.name}\n" + ";\n\n".join(statements(m)) + ";" for m in migrations
+            f"-- {m.version:04d}_{m.name}\n" + ";\n\n".join(rendered[m.version]) + ";" for m in migrations
         )
         console.print(Syntax(sql, "sql", background_color="default"), soft_wrap=True)
         return
@@ -195,7 +193,7 @@ def migrate(
             if cluster:
                 for migration in pending:
                     progress.update(task, description=f"{migration.version:04d}_{migration.name}")
-                    for statement in statements(migration):
+                    for statement in rendered[migration.version]:
                         store.command(statement)
                     _record_migration(store, migration)
                     progress.advance(task)
@@ -206,10 +204,19 @@ def migrate(
         where = f" on cluster [bold]{cluster}[/]" if cluster else ""
         names = ", ".join(f"{m.version:04d}_{m.name}" for m in pending)
         console.print(f"[green]Applied {len(pending)} migration(s){where}:[/] {names}")
-    except StoreUnavailable as exc:
-        _fail(str(exc))
+    except (StoreUnavailable, ClickHouseError) as exc:
+        _fail(f"migration failed: {exc}")
     finally:
         store.close()
+
+
+def _render(migration: Migration, *, ttl_days: int, cluster: str | None) -> list[str]:
+    statements = migration.statements(ttl_days=ttl_days)
+    if not cluster:
+        return statements
+    from veil_collector.store.cluster import render_cluster_statements
+
+    return render_cluster_statements(statements, cluster)
 
 
 def _record_migration(store: Store, migration: Migration) -> None:

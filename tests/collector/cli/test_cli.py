@@ -68,9 +68,6 @@ def test_migrate_print_makes_no_connection() -> None:
 
 
 def test_migrate_print_for_a_cluster() -> None:
-    pytest.importorskip(
-        "veil_collector.store.cluster", reason="cluster rendering (issue 3 ingest) not present"
-    )
     result = runner.invoke(app, ["migrate", "--print", "--cluster", "prod"], terminal_width=200)
     assert result.exit_code == 0, result.output
     assert "ON CLUSTER" in result.output and "prod" in result.output
@@ -95,6 +92,7 @@ def test_projects_create_prints_a_working_key_once(chdb_dsn: str, database: str)
         (["migrate", "--dsn", "postgres://db"], "invalid settings: clickhouse_dsn"),
         (["collector", "--dsn", "chdb://"], "invalid settings: clickhouse_dsn"),
         (["collector", "--port", "70000"], "invalid settings: port"),
+        (["migrate", "--print", "--cluster", "prod; DROP"], "cluster name must be a plain identifier"),
     ],
 )
 def test_bad_input_ends_with_one_red_error_line(
