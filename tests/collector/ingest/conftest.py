@@ -24,6 +24,8 @@ def make_settings(chdb_dsn: str, store: Any, tmp_path: Path) -> Callable[..., Se
             "spool_dir": tmp_path / "spool",
             "drain_interval_s": 0.05,
             "pii_ner_enabled": False,
+            "classifiers_enabled": False,
+            "alerts_enabled": False,
         }
         values.update(overrides)
         return Settings(**values)

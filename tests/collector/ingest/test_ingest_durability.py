@@ -48,6 +48,8 @@ class Collector:
             "VEIL_PORT": str(self.port),
             "VEIL_NO_AUTH": "true",
             "VEIL_PII_NER_ENABLED": "false",
+            "VEIL_CLASSIFIERS_ENABLED": "false",
+            "VEIL_ALERTS_ENABLED": "false",
             "VEIL_DRAIN_INTERVAL_S": "0.1",
         }
         log = open(self.root / "collector.log", "ab")  # noqa: SIM115 - the child process owns it

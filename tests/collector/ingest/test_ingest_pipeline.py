@@ -173,3 +173,22 @@ def test_listeners_get_each_stored_batch_and_a_blocked_one_holds_the_drain(store
     assert calls[0].project_id == "p"
     assert calls[0].input_text.startswith("You are a support assistant")
     assert calls[0].output_text.startswith("I am sorry")
+
+
+def test_stored_calls_reach_the_classifier_and_alert_stages(make_settings, store):
+    settings = make_settings(classifiers_enabled=True, alerts_enabled=True)
+    with TestClient(create_app(settings)) as client:
+        _, key = create_project(store, "stages")
+        headers = {"Content-Type": "application/x-protobuf", "Authorization": f"Bearer {key}"}
+        assert (
+            client.post(
+                "/v1/traces", content=genai_request(2).SerializeToString(), headers=headers
+            ).status_code
+            == 200
+        )
+        assert client.app.state.pipeline.wait_drained(20)
+        assert client.app.state.classifier.force_flush(60)
+        assert client.app.state.alert_engine is not None
+
+    rows = store.query("SELECT count(DISTINCT SpanId), countIf(Evaluator = 'toxicity') > 0 FROM evaluations")
+    assert rows.result_rows == [(2, True)]
