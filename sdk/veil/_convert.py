@@ -263,26 +263,25 @@ class Converter:
 
     def _fit(self, messages: list[Any]) -> str:
         """Messages as JSON within the size limit, cutting text parts first so the JSON stays valid."""
-        jsonable = _serialize.to_jsonable(messages, self._limit)
-        text = json.dumps(jsonable, ensure_ascii=False, separators=(",", ":"))
-        if len(text.encode("utf-8", "replace")) <= self._limit:
-            return _serialize.truncate(text, self._limit)
+        limit = self._limit
+        text = _serialize.encode_json(messages, limit)
+        if len(text) * 4 <= limit or len(text.encode("utf-8", "replace")) <= limit:
+            return _serialize.truncate(text, limit)
+        jsonable = _serialize.to_jsonable(messages, limit)
         parts = [
             p for m in jsonable if isinstance(m, dict) for p in m.get("parts", ()) if isinstance(p, dict)
         ]
         texts = [p for p in parts if isinstance(p.get("content"), str)]
         if texts:
-            overhead = len(text.encode("utf-8", "replace")) - sum(
-                len(p["content"].encode("utf-8")) for p in texts
-            )
-            share = (
-                (self._limit - overhead) // len(texts) - len(_serialize.TRUNCATION_MARKER.encode("utf-8")) - 8
-            )
+            text = json.dumps(jsonable, ensure_ascii=False, separators=(",", ":"))
+            content_bytes = sum(len(p["content"].encode("utf-8", "replace")) for p in texts)
+            overhead = len(text.encode("utf-8", "replace")) - content_bytes
+            share = (limit - overhead) // len(texts) - len(_serialize.TRUNCATION_MARKER.encode("utf-8")) - 8
             if share > 0:
                 for part in texts:
                     part["content"] = _serialize.truncate(part["content"], share)
-                text = json.dumps(jsonable, ensure_ascii=False, separators=(",", ":"))
-        return _serialize.truncate(text, self._limit)
+            text = json.dumps(jsonable, ensure_ascii=False, separators=(",", ":"))
+        return _serialize.truncate(text, limit)
 
     def _events(self, span: VeilSpan) -> list[Event]:
         events = []

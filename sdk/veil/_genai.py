@@ -45,7 +45,7 @@ _OPENAI_OBJECTS = frozenset(
 def _get(obj: Any, key: str) -> Any:
     """`obj[key]` for mappings, `obj.key` for objects; None when absent or when reading it fails."""
     try:
-        if isinstance(obj, Mapping):
+        if type(obj) is dict or isinstance(obj, Mapping):
             return obj.get(key)
         return getattr(obj, key, None)
     except Exception:

@@ -30,39 +30,57 @@ def to_jsonable(value: Any, string_limit: int, _depth: int = 0) -> Any:
 
     Never raises: an object whose conversion fails is replaced by a short description of its type.
     """
-    if value is None or isinstance(value, (bool, int)):
-        return value
-    if isinstance(value, str):
+    # Exact-type checks first: they are the common case and much cheaper than ABC isinstance checks.
+    cls = type(value)
+    if cls is str:
         return value if len(value) <= string_limit else value[:string_limit] + TRUNCATION_MARKER
-    if isinstance(value, float):
+    if cls is int or cls is bool or value is None:
+        return value
+    if cls is float:
         # NaN and infinities are not JSON.
         return value if math.isfinite(value) else str(value)
     if _depth >= MAX_DEPTH:
-        return f"<{type(value).__name__} nested too deep>"
+        return f"<{cls.__name__} nested too deep>"
     try:
-        return _convert_container(value, string_limit, _depth)
+        if cls is dict:
+            return _mapping(value, string_limit, _depth)
+        if cls is list or cls is tuple:
+            return _sequence(value, string_limit, _depth)
+        return _convert_other(value, string_limit, _depth)
     except Exception:
-        return f"<unserializable {type(value).__name__}>"
+        return f"<unserializable {cls.__name__}>"
 
 
-def _convert_container(value: Any, string_limit: int, depth: int) -> Any:
+def _mapping(value: Mapping[Any, Any], string_limit: int, depth: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for index, (key, item) in enumerate(value.items()):
+        if index == MAX_ITEMS:
+            out["…"] = f"{len(value) - MAX_ITEMS} more items"
+            break
+        out[key if type(key) is str else str(key)] = to_jsonable(item, string_limit, depth + 1)
+    return out
+
+
+def _sequence(value: Any, string_limit: int, depth: int) -> list[Any]:
+    items = [to_jsonable(item, string_limit, depth + 1) for item in itertools.islice(value, MAX_ITEMS)]
+    if len(value) > MAX_ITEMS:
+        items.append(f"…{len(value) - MAX_ITEMS} more items")
+    return items
+
+
+def _convert_other(value: Any, string_limit: int, depth: int) -> Any:
+    if isinstance(value, enum.Enum):
+        return to_jsonable(value.value, string_limit, depth + 1)
+    for scalar in (str, int, float):
+        if isinstance(value, scalar):
+            # Other subclasses of the scalars, as the plain value.
+            return to_jsonable(scalar(value), string_limit, depth + 1)
     if isinstance(value, (bytes, bytearray, memoryview)):
         return f"<{type(value).__name__}: {len(value)} bytes>"
     if isinstance(value, Mapping):
-        out: dict[str, Any] = {}
-        for index, (key, item) in enumerate(value.items()):
-            if index == MAX_ITEMS:
-                out["…"] = f"{len(value) - MAX_ITEMS} more items"
-                break
-            out[key if isinstance(key, str) else str(key)] = to_jsonable(item, string_limit, depth + 1)
-        return out
+        return _mapping(value, string_limit, depth)
     if isinstance(value, (list, tuple, set, frozenset)):
-        items = [to_jsonable(item, string_limit, depth + 1) for item in itertools.islice(value, MAX_ITEMS)]
-        if len(value) > MAX_ITEMS:
-            items.append(f"…{len(value) - MAX_ITEMS} more items")
-        return items
-    if isinstance(value, enum.Enum):
-        return to_jsonable(value.value, string_limit, depth + 1)
+        return _sequence(value, string_limit, depth)
     if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
         return value.isoformat()
     model_dump = getattr(value, "model_dump", None)
@@ -91,6 +109,25 @@ def dumps(value: Any, limit: int) -> str:
         return truncate(value, limit)
     text = json.dumps(to_jsonable(value, limit), ensure_ascii=False, separators=(",", ":"))
     return truncate(text, limit)
+
+
+def encode_json(value: Any, string_limit: int) -> str:
+    """JSON text of `value`, not truncated: the C encoder first, the bounded converter as the fallback.
+
+    For values built of plain containers and strings (GenAI messages) this skips the Python-level walk.
+    Objects the encoder does not know go through `to_jsonable`; NaN, cycles and other trouble send the
+    whole value through `to_jsonable`.
+    """
+    try:
+        return json.dumps(
+            value,
+            ensure_ascii=False,
+            separators=(",", ":"),
+            allow_nan=False,
+            default=lambda obj: to_jsonable(obj, string_limit),
+        )
+    except (TypeError, ValueError, RecursionError):
+        return json.dumps(to_jsonable(value, string_limit), ensure_ascii=False, separators=(",", ":"))
 
 
 def truncate(text: str, limit: int) -> str:

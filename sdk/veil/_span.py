@@ -31,6 +31,26 @@ _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 MAX_STREAM_CHUNKS = 10_000
 
 
+class _Parameters:
+    """A function's parameters, digested once for fast binding on the export thread."""
+
+    __slots__ = ("defaults", "keyword", "positional", "signature", "simple", "skip")
+
+    def __init__(self, function: Callable[..., Any]) -> None:
+        kind = inspect.Parameter
+        self.signature = inspect.signature(function)
+        params = list(self.signature.parameters.values())
+        # `self` / `cls` carry no information worth recording.
+        self.skip = params[0].name if params and params[0].name in ("self", "cls") else None
+        self.positional = tuple(
+            p.name for p in params if p.kind in (kind.POSITIONAL_ONLY, kind.POSITIONAL_OR_KEYWORD)
+        )
+        self.keyword = tuple(p.name for p in params if p.kind is kind.KEYWORD_ONLY)
+        self.defaults = {p.name: p.default for p in params if p.default is not kind.empty}
+        # *args needs the general (slower) binder; **kwargs is flattened either way.
+        self.simple = not any(p.kind is kind.VAR_POSITIONAL for p in params)
+
+
 class SpanTarget:
     """What a span traces: its name, Veil kind, capture switches and the function whose arguments it binds.
 
@@ -38,7 +58,7 @@ class SpanTarget:
     The signature is read lazily, on the export thread, the first time arguments are bound.
     """
 
-    __slots__ = ("_signature", "capture_input", "capture_output", "function", "kind", "name", "skip_first")
+    __slots__ = ("_parameters", "capture_input", "capture_output", "function", "kind", "name")
 
     def __init__(
         self,
@@ -54,32 +74,52 @@ class SpanTarget:
         self.capture_input = capture_input
         self.capture_output = capture_output
         self.function = function
-        self.skip_first = False
-        self._signature: inspect.Signature | None = None
+        self._parameters: _Parameters | None = None
 
     def bind(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
         """Maps the call's arguments (defaults included) to parameter names, leaving out `self` / `cls`.
 
-        Falls back to {"args": [...], **kwargs} when the function has no readable signature.
+        Defaults count: `def chat(messages, model="gpt-4o")` called without `model` still asks for gpt-4o.
+        Extra keyword arguments (`**kwargs`) are flattened in: `f(**opts)` reads as `f(model=..., ...)`.
+        Falls back to {"args": [...], **kwargs} when the arguments do not fit the signature.
         """
         if self.function is None:
             return dict(kwargs)
-        if self._signature is None:
-            self._signature = inspect.signature(self.function)
-        try:
-            bound = self._signature.bind_partial(*args, **kwargs)
-        except TypeError:
-            return {"args": list(args), **kwargs}
-        # Defaults count: `def chat(messages, model="gpt-4o")` called without model still asks for gpt-4o.
-        bound.apply_defaults()
-        arguments = dict(bound.arguments)
-        params = list(self._signature.parameters.values())
-        if params and params[0].name in ("self", "cls") and params[0].name in arguments:
-            del arguments[params[0].name]
-        for param in params:
-            # Flatten **kwargs into the argument map: `f(**opts)` reads as f(model=..., ...).
-            if param.kind is inspect.Parameter.VAR_KEYWORD and param.name in arguments:
-                arguments.update(arguments.pop(param.name))
+        params = self._parameters
+        if params is None:
+            try:
+                params = self._parameters = _Parameters(self.function)
+            except (TypeError, ValueError):  # no introspectable signature (some builtins, C callables)
+                return {"args": list(args), **kwargs}
+        if params.simple and len(args) <= len(params.positional):
+            arguments: dict[str, Any] = {}
+            defaults = params.defaults
+            for index, name in enumerate(params.positional):
+                if index < len(args):
+                    arguments[name] = args[index]
+                elif name in kwargs:
+                    arguments[name] = kwargs[name]
+                elif name in defaults:
+                    arguments[name] = defaults[name]
+            for name in params.keyword:
+                if name in kwargs:
+                    arguments[name] = kwargs[name]
+                elif name in defaults:
+                    arguments[name] = defaults[name]
+            for name, value in kwargs.items():
+                arguments.setdefault(name, value)
+        else:
+            try:
+                bound = params.signature.bind_partial(*args, **kwargs)
+            except TypeError:
+                return {"args": list(args), **kwargs}
+            bound.apply_defaults()
+            arguments = dict(bound.arguments)
+            for param in params.signature.parameters.values():
+                if param.kind is inspect.Parameter.VAR_KEYWORD and param.name in arguments:
+                    arguments.update(arguments.pop(param.name))
+        if params.skip is not None:
+            arguments.pop(params.skip, None)
         return arguments
 
 
