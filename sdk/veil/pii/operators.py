@@ -9,12 +9,15 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
+import re
 import threading
 from collections import OrderedDict
 
 from veil.pii.entities import CREDIT_CARD, EMAIL_ADDRESS, IBAN_CODE, PHONE_NUMBER, US_SSN, placeholder_label
 
 __all__ = ["Operator", "PlaceholderRegistry", "normalize", "pseudonym"]
+
+_NON_DIGITS = re.compile(r"[^0-9]+")
 
 
 class Operator(str, enum.Enum):
@@ -31,7 +34,7 @@ def normalize(entity_type: str, value: str) -> str:
     if entity_type == EMAIL_ADDRESS:
         return value.lower()
     if entity_type in (CREDIT_CARD, US_SSN, PHONE_NUMBER):
-        return "".join(c for c in value if c.isdigit())
+        return _NON_DIGITS.sub("", value)
     if entity_type == IBAN_CODE:
         return value.replace(" ", "").upper()
     return value

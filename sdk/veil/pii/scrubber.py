@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 from veil.pii.entities import DEFAULT_NER_ENTITIES, NER_ENTITIES, PATTERN_ENTITIES, EntitySpan
 from veil.pii.ner import DEFAULT_SPACY_MODEL, NerTier
 from veil.pii.operators import Operator, PlaceholderRegistry, pseudonym
-from veil.pii.recognizers import find_patterns
+from veil.pii.recognizers import find_patterns_many
 
 __all__ = ["DEPTH_MARKER", "TRUNCATION_MARKER", "Finding", "ScrubConfig", "ScrubResult", "Scrubber"]
 
@@ -160,11 +160,7 @@ class Scrubber:
         owners: list[int] = []
         for i, skeleton in enumerate(skeletons):
             owners.extend([i] * (_count_leaves(skeleton) if not isinstance(skeleton, _Leaf) else 1))
-        spans = [find_patterns(text, self.config.pattern_entities) for text in texts]
-        if self._ner is not None and texts:
-            for i, ner_spans in enumerate(self._ner.analyze(texts)):
-                if ner_spans:
-                    spans[i] = _merge(spans[i], ner_spans, texts[i])
+        spans = self.analyze(texts)
         maps = [self._registry.for_trace(t) for t in trace_ids]
         counters = [Counter() for _ in values]
         scrubbed = []
@@ -178,6 +174,19 @@ class Scrubber:
             )
             for skeleton, counter in zip(skeletons, counters, strict=True)
         ]
+
+    def analyze(self, texts: Sequence[str]) -> list[list[EntitySpan]]:
+        """Return what :meth:`scrub_many` would replace in each text: non-overlapping spans by position.
+
+        Pattern spans win over NER spans that overlap them; NER runs once over all ``texts``. Texts are
+        scanned as given (no truncation or JSON parsing: that is the walk's job).
+        """
+        spans = find_patterns_many(texts, self.config.pattern_entities)
+        if self._ner is not None and texts:
+            for i, ner_spans in enumerate(self._ner.analyze(texts)):
+                if ner_spans:
+                    spans[i] = _merge(spans[i], ner_spans, texts[i])
+        return spans
 
     def _replace(self, text: str, spans: list[EntitySpan], trace_map: Any, counter: Counter) -> str:
         if not spans:
