@@ -36,11 +36,16 @@ logger = logging.getLogger(__name__)
 RECORDS_DROPPED = Counter(
     "veil_alert_records_dropped_total", "Records not evaluated by event rules because the queue was full"
 )
+HISTORY_EXPORT_ERRORS = Counter(
+    "veil_alert_history_export_errors_total", "Failed inserts of alert history into ClickHouse (retried)"
+)
 WINDOW_ERRORS = Counter(
     "veil_alert_window_errors_total", "Window rule evaluations that failed (ClickHouse error)", ["rule_id"]
 )
 
 _WAKE = object()  # queued by stop() so the evaluator notices at once
+_HISTORY_RETRY_S = 5.0
+_PRUNE_EVERY_S = 3600.0
 
 
 class AlertEngine:
@@ -57,6 +62,7 @@ class AlertEngine:
         max_attempts: attempts before a notification is dead-lettered.
         tick: the evaluator's period when no records arrive (window rules run on their own ``every``).
         queue_size: record batches waiting for the evaluator; more are dropped and counted.
+        retention: seconds finished outbox rows (delivered, failed, dead, disabled) are kept.
     """
 
     def __init__(
@@ -71,6 +77,7 @@ class AlertEngine:
         max_attempts: int | None = None,
         tick: float = 1.0,
         queue_size: int = 10_000,
+        retention: float = 7 * 86400.0,
     ) -> None:
         if tick <= 0:
             raise ValueError(f"tick must be positive; got {tick}")
@@ -93,6 +100,9 @@ class AlertEngine:
         self._eval_lock = threading.Lock()
         self._local = threading.local()
         self._next_window: dict[tuple[str, str], float] = {}
+        self._retention = retention
+        self._history_retry_at = 0.0  # monotonic time; non-zero while ClickHouse refuses history rows
+        self._next_prune = 0.0
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -187,8 +197,26 @@ class AlertEngine:
             notes += lifecycle.resolve_orphans({(rule.project, rule.id) for rule in rules}, now)
             if notes:
                 self._relay.wake()
-            export_history(conn, self._store)
+            self._export_history(conn)
+            if time.monotonic() >= self._next_prune:
+                self._next_prune = time.monotonic() + _PRUNE_EVERY_S
+                outbox.prune(conn, time.time() - self._retention)
             return notes
+
+    def _export_history(self, conn: sqlite3.Connection) -> None:
+        if time.monotonic() < self._history_retry_at:
+            return
+        try:
+            export_history(conn, self._store)
+        except Exception:  # ClickHouse down or refusing: rows wait in SQLite; log once per outage
+            HISTORY_EXPORT_ERRORS.inc()
+            if self._history_retry_at == 0.0:
+                logger.warning("cannot write alert history to ClickHouse; retrying", exc_info=True)
+            self._history_retry_at = time.monotonic() + _HISTORY_RETRY_S
+        else:
+            if self._history_retry_at:
+                logger.info("alert history is written to ClickHouse again")
+            self._history_retry_at = 0.0
 
     def _evaluate_window(self, lifecycle: Lifecycle, rule: Any, now: float) -> list[Notification]:
         try:

@@ -31,9 +31,6 @@ from veil_collector.store import Store
 logger = logging.getLogger(__name__)
 
 TRANSITIONS = Counter("veil_alert_transitions_total", "Alert notifications created, by status", ["status"])
-HISTORY_EXPORT_ERRORS = Counter(
-    "veil_alert_history_export_errors_total", "Failed inserts of alert history into ClickHouse (retried)"
-)
 
 _HISTORY_COLUMNS = (
     "ProjectId", "Timestamp", "RuleId", "RuleName", "Fingerprint", "Status", "Severity", "Labels",
@@ -322,8 +319,10 @@ def export_history(conn: sqlite3.Connection, store: Store, *, batch: int = 1000)
     """Copy history rows not yet in ClickHouse's ``alerts`` table; returns how many were copied.
 
     The insert carries a deduplication token derived from its notification ids, so a crash between the
-    insert and the ``exported`` mark does not write a row twice. On a ClickHouse error the rows stay and
-    the next call retries them.
+    insert and the ``exported`` mark does not write a row twice.
+
+    Raises:
+        Exception: whatever the store raised; the rows stay in SQLite for the next call.
     """
     rows = conn.execute(
         "SELECT notification_id, row FROM history WHERE exported = 0 ORDER BY rowid LIMIT ?", (batch,)
@@ -338,14 +337,8 @@ def export_history(conn: sqlite3.Connection, store: Store, *, batch: int = 1000)
             item[key] = _utc(item[key])
         data.append([item[column] for column in _HISTORY_COLUMNS])
     token = "veil-alerts:" + hashlib.sha256("|".join(ids).encode()).hexdigest()
-    try:
-        store.insert("alerts", data, _HISTORY_COLUMNS, settings={"insert_deduplication_token": token})
-    except Exception:  # ClickHouse down or refusing: the rows stay in SQLite and are retried
-        HISTORY_EXPORT_ERRORS.inc()
-        logger.warning(
-            "could not write %d alert history rows to ClickHouse; will retry", len(ids), exc_info=True
-        )
-        return 0
+    settings = {"insert_deduplication_token": token, "insert_deduplicate": 1}
+    store.insert("alerts", data, _HISTORY_COLUMNS, settings=settings)
     with transaction(conn):
         conn.executemany("UPDATE history SET exported = 1 WHERE notification_id = ?", [(i,) for i in ids])
     return len(ids)

@@ -19,6 +19,7 @@ from pydantic import SecretStr
 
 from veil_collector.alert.notification import Notification, render
 from veil_collector.alert.rules import Destination, WebhookDestination
+from veil_collector.alert.sqlite import transaction
 
 FinalState = Literal["delivered", "failed", "dead", "disabled"]
 
@@ -179,6 +180,16 @@ def disable(conn: sqlite3.Connection, item: OutboxItem, now: float, reason: str)
         "VALUES (?, ?, ?, ?)",
         (item.destination_key, item.url, now, reason),
     )
+
+
+def prune(conn: sqlite3.Connection, before: float) -> int:
+    """Delete finished rows created before ``before`` (Unix seconds) and exported history; returns rows."""
+    with transaction(conn):
+        removed = conn.execute(
+            "DELETE FROM outbox WHERE state != 'pending' AND created_at < ?", (before,)
+        ).rowcount
+        conn.execute("DELETE FROM history WHERE exported = 1")
+    return removed
 
 
 def counts(conn: sqlite3.Connection) -> dict[str, int]:
