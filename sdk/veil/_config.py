@@ -11,7 +11,9 @@ Setting (argument): environment variables, first set wins → default
 - extra headers: OTEL_EXPORTER_OTLP_TRACES_HEADERS, OTEL_EXPORTER_OTLP_HEADERS (read by the exporter)
 - service name (`service_name`): VEIL_SERVICE_NAME, OTEL_SERVICE_NAME → OTel's "unknown_service"
 - environment (`environment`): VEIL_ENVIRONMENT → none
-- capture content (`capture_content`): VEIL_CAPTURE_CONTENT (true/false) → true
+- capture content (`capture_content`): VEIL_CAPTURE_CONTENT (true/false),
+  OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT (the contrib instrumentations' switch: SPAN_ONLY,
+  SPAN_AND_EVENT or true capture; NO_CONTENT, EVENT_ONLY or false do not) → true
 - sample rate (`sample_rate`): VEIL_SAMPLE_RATE (0..1) → 1.0
 - PII scrubbing (`scrub_pii`): VEIL_SCRUB_PII (true/false) → true
 - content attribute limit (`max_attribute_size`): VEIL_MAX_ATTRIBUTE_SIZE (bytes, ≥ 256) → 32768
@@ -66,6 +68,16 @@ def _parse_bool(text: str) -> bool:
     if lowered in _FALSE:
         return False
     raise ValueError(f"not a boolean: {text!r}")
+
+
+def _parse_capture(text: str) -> bool:
+    """VEIL_CAPTURE_CONTENT's booleans, plus the OTel GenAI content-capture mode names."""
+    mode = text.strip().upper()
+    if mode in ("SPAN_ONLY", "SPAN_AND_EVENT"):
+        return True
+    if mode in ("NO_CONTENT", "EVENT_ONLY"):
+        return False
+    return _parse_bool(text)
 
 
 def _setting(
@@ -148,7 +160,11 @@ def resolve(
         ),
         environment=_setting("environment", environment, ("VEIL_ENVIRONMENT",), str, None),
         capture_content=_setting(
-            "capture_content", capture_content, ("VEIL_CAPTURE_CONTENT",), _parse_bool, True
+            "capture_content",
+            capture_content,
+            ("VEIL_CAPTURE_CONTENT", "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"),
+            _parse_capture,
+            True,
         ),
         sample_rate=_setting(
             "sample_rate",
