@@ -149,7 +149,6 @@ class VeilSpan(trace.Span):
         "_processor",
         "args",
         "attributes",
-        "chunk_chars",
         "chunks",
         "end_ns",
         "error",
@@ -202,7 +201,6 @@ class VeilSpan(trace.Span):
         self.events: list[tuple[str, types.Attributes, int, BaseException | None]] | None = None
         self.status: Status | None = None
         self.chunks: list[Any] | None = None
-        self.chunk_chars = 0
         self.first_chunk_ns = 0
         self.stream_end: str | None = None
         self._context: SpanContext | None = None
