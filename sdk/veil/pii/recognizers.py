@@ -410,7 +410,12 @@ def _classify_number(candidate: str, text: str, start: int) -> str | None:
         return IP_ADDRESS if all(int(octet) <= 255 for octet in ip.groups()) else None
     if len(candidate) == 11 and (ssn := _SSN.fullmatch(candidate)):
         return US_SSN if ssn_ok(ssn.group(1), ssn.group(3), ssn.group(4)) else None
-    if 12 <= len(digits) <= 19 and (candidate is digits or _CARD.fullmatch(candidate)) and luhn_ok(digits):
+    if (
+        12 <= len(digits) <= 19
+        and (len(digits) > 12 or digits[0] in "56")  # 12-digit cards are Maestro (50, 56-69)
+        and (candidate is digits or _CARD.fullmatch(candidate))
+        and luhn_ok(digits)
+    ):
         return CREDIT_CARD
     if _is_phone(candidate, digits, text, start):
         return PHONE_NUMBER
