@@ -4,7 +4,7 @@ The lifespan opens the store and applies migrations, recovers and opens the spoo
 drain pipeline; at shutdown it commits what the spool has queued, stops the pipeline (what is not yet
 stored stays in the spool and is replayed at the next start) and closes the store. The components are
 published on ``app.state`` (``settings``, ``store``, ``spool``, ``pipeline``, ``scrubber``,
-``alert_engine``, ``classifier``) so that routes reach them through ``api.deps``.
+``preparer``, ``alert_engine``, ``classifier``) so that routes reach them through ``api.deps``.
 
 Stages after storage are pipeline listeners: the classifier stage (``classifiers_enabled``) scores the
 stored calls and hands its evaluations to the alert engine (``alerts_enabled``), which also receives the
@@ -28,6 +28,7 @@ from veil_collector.classify.stage import ClassifierStage
 from veil_collector.config import Settings
 from veil_collector.pipeline import Pipeline
 from veil_collector.pricing import PriceTable
+from veil_collector.receiver import RequestPreparer
 from veil_collector.records import StoredBatch
 from veil_collector.spool import Spool
 from veil_collector.store.client import Store, redact_dsn
@@ -88,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         spool.start()
         scrubber = _server_scrubber(settings)
+        preparer = RequestPreparer(scrubber, processes=settings.receiver_processes)
         flattener = Flattener(
             cost_usd=PriceTable.load(settings.prices_file).cost_usd,
             pii_findings=_pii_findings_function(scrubber),
@@ -113,6 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.spool = spool
         app.state.pipeline = pipeline
         app.state.scrubber = scrubber
+        app.state.preparer = preparer
         app.state.alert_engine = alerts
         app.state.classifier = classifier
         pipeline.start()
@@ -133,6 +136,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             # Stop in data-flow order: commit what the spool has queued, finish the batch being stored,
             # let the stages finish what they were handed. Anything not stored replays at next start.
+            preparer.close()
             spool.close()
             pipeline.stop()
             if classifier is not None:

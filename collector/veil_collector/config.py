@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     spool_max_bytes: int = Field(default=1024 * MIB, ge=MIB)
     spool_segment_bytes: int = Field(default=64 * MIB, ge=64 * 1024)
     max_request_bytes: int = Field(default=64 * MIB, ge=1024)
+    # Worker processes that decode and pattern-scrub requests (0: the server process does it).
+    receiver_processes: int = Field(default=0, ge=0, le=256)
     drain_batch_spans: int = Field(default=10_000, ge=1, le=500_000)
     drain_interval_s: float = Field(default=0.5, gt=0, le=60)
 

@@ -16,6 +16,7 @@ from veil_collector.receiver.errors import (
     UnsupportedMediaType,
 )
 from veil_collector.receiver.limits import decompress
+from veil_collector.receiver.prepare import RequestPreparer, prepare
 from veil_collector.receiver.validate import ValidationResult, drop_invalid_spans
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "MalformedRequest",
     "PayloadTooLarge",
     "ReceiverError",
+    "RequestPreparer",
     "UnsupportedMediaType",
     "ValidationResult",
     "decode_request",
@@ -31,4 +33,5 @@ __all__ = [
     "encode_export_response",
     "encode_status",
     "negotiate_encoding",
+    "prepare",
 ]

@@ -295,3 +295,16 @@ def test_metrics_count_received_and_rejected_spans(client, key):
     assert 'veil_otlp_requests_rejected_total{reason="malformed"}' in text
     assert "veil_spool_depth_bytes" in text
     assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_worker_processes_prepare_requests_the_same_way(make_settings, store, key):
+    with TestClient(create_app(make_settings(receiver_processes=1))) as client:
+        accepted = post(client, genai_request(4).SerializeToString(), key)
+        malformed = post(client, b"{oops", key, JSON)
+        bomb = post(client, gzip.compress(b"\0" * (80 * 1024 * 1024)), key, **{"Content-Encoding": "gzip"})
+        drained(client)
+
+    assert accepted.status_code == 200
+    assert malformed.status_code == 400 and "invalid JSON" in status_message(malformed)
+    assert bomb.status_code == 413
+    assert store.query("SELECT count() FROM otel_traces").result_rows == [(4,)]

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Protocol
 
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client import Counter
 
 from veil_collector.api.deps import Unauthorized, authenticate
@@ -22,10 +20,6 @@ from veil_collector.receiver import (
     Encoding,
     PayloadTooLarge,
     ReceiverError,
-    ValidationResult,
-    decode_request,
-    decompress,
-    drop_invalid_spans,
     encode_export_response,
     encode_status,
     negotiate_encoding,
@@ -47,12 +41,6 @@ SPANS_REJECTED = Counter(
 REQUESTS_REJECTED = Counter(
     "veil_otlp_requests_rejected_total", "OTLP requests refused as a whole", ["reason"]
 )
-
-
-class FastScrubber(Protocol):
-    """The pattern scrub pass run before a request touches the disk (``scrub.ServerScrubber``)."""
-
-    def fast_pass(self, request: ExportTraceServiceRequest) -> Any: ...
 
 
 def _error(
@@ -84,17 +72,6 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return bytes(chunks)
 
 
-def _prepare(
-    raw: bytes, content_encoding: str | None, encoding: Encoding, limit: int, scrubber: FastScrubber | None
-) -> tuple[bytes, ValidationResult]:
-    """Decode once, drop invalid spans, scrub, and serialize what the spool stores."""
-    request = decode_request(decompress(raw, content_encoding, limit=limit), encoding)
-    result = drop_invalid_spans(request)
-    if result.accepted and scrubber is not None:
-        scrubber.fast_pass(request)
-    return request.SerializeToString(), result
-
-
 @router.post(
     "/v1/traces",
     summary="OTLP/HTTP trace export (protobuf or JSON, optionally gzip)",
@@ -123,13 +100,8 @@ async def export_traces(request: Request) -> Response:
         )
     try:
         raw = await _read_body(request, settings.max_request_bytes)
-        body, result = await run_in_threadpool(
-            _prepare,
-            raw,
-            request.headers.get("content-encoding"),
-            encoding,
-            settings.max_request_bytes,
-            state.scrubber,
+        body, result = await state.preparer.prepare(
+            raw, request.headers.get("content-encoding"), encoding, settings.max_request_bytes
         )
     except ReceiverError as exc:
         reason = {400: "malformed", 413: "too_large", 415: "unsupported_media_type"}[exc.status_code]

@@ -1,0 +1,105 @@
+"""The receiver's CPU work for one request: decompress, decode, validate, fast scrub, serialize.
+
+This is where ingest spends most of its CPU (the pattern scrub above all), and Python runs it on one core
+at a time. ``RequestPreparer`` therefore runs it either on the server's thread pool (``processes=0``) or
+in a pool of worker processes, one per core, so that a collector uses every core it is given. The
+result is the same either way: the bytes the spool stores and the per-span validation result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, Protocol
+
+from fastapi.concurrency import run_in_threadpool
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from veil_collector.receiver.codec import Encoding, decode_request
+from veil_collector.receiver.limits import decompress
+from veil_collector.receiver.validate import ValidationResult, drop_invalid_spans
+
+
+class FastScrubber(Protocol):
+    """The pattern scrub pass run before a request touches the disk (``scrub.ServerScrubber``)."""
+
+    def fast_pass(self, request: ExportTraceServiceRequest) -> Any: ...
+
+
+def prepare(
+    raw: bytes,
+    content_encoding: str | None,
+    encoding: Encoding,
+    limit: int,
+    scrubber: FastScrubber | None,
+) -> tuple[bytes, ValidationResult]:
+    """Decode once, drop invalid spans, scrub, and serialize what the spool stores.
+
+    Raises:
+        ReceiverError: the request is refused as a whole (400, 413 or 415).
+    """
+    request = decode_request(decompress(raw, content_encoding, limit=limit), encoding)
+    result = drop_invalid_spans(request)
+    if result.accepted and scrubber is not None:
+        scrubber.fast_pass(request)
+    return request.SerializeToString(), result
+
+
+_worker_scrubber: FastScrubber | None = None
+
+
+def _init_worker(scrub: bool) -> None:
+    global _worker_scrubber
+    if scrub:
+        from veil_collector.scrub import ServerScrubber
+
+        # The fast pass only: NER runs in the drain, in the server process.
+        _worker_scrubber = ServerScrubber(ner_enabled=False)
+
+
+def _prepare_in_worker(
+    raw: bytes, content_encoding: str | None, encoding: Encoding, limit: int
+) -> tuple[bytes, ValidationResult]:
+    return prepare(raw, content_encoding, encoding, limit, _worker_scrubber)
+
+
+class RequestPreparer:
+    """Runs :func:`prepare` on the thread pool or in ``processes`` worker processes.
+
+    Args:
+        scrubber: the fast-pass scrubber of this process, or None for no scrub.
+        processes: 0 runs in this process; N > 0 starts N worker processes, each with its own
+            ``ServerScrubber`` (the fast pass only) when ``scrubber`` is set.
+    """
+
+    def __init__(self, scrubber: FastScrubber | None, processes: int = 0) -> None:
+        if processes < 0:
+            raise ValueError(f"processes must be >= 0; got {processes}")
+        self._scrubber = scrubber
+        self._pool = (
+            ProcessPoolExecutor(
+                max_workers=processes,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker,
+                initargs=(scrubber is not None,),
+            )
+            if processes
+            else None
+        )
+
+    async def prepare(
+        self, raw: bytes, content_encoding: str | None, encoding: Encoding, limit: int
+    ) -> tuple[bytes, ValidationResult]:
+        """See :func:`prepare`; raises its ``ReceiverError`` unchanged."""
+        if self._pool is None:
+            return await run_in_threadpool(prepare, raw, content_encoding, encoding, limit, self._scrubber)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._pool, _prepare_in_worker, raw, content_encoding, encoding, limit
+        )
+
+    def close(self) -> None:
+        """Stop the worker processes (requests still being prepared finish first)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=False)
