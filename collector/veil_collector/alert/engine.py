@@ -22,7 +22,7 @@ from veil_collector.alert import events, outbox, windows
 from veil_collector.alert.lifecycle import Lifecycle, export_history
 from veil_collector.alert.notification import Notification
 from veil_collector.alert.relay import DEFAULT_RETRY_SCHEDULE, Relay
-from veil_collector.alert.rules import load_rules_file
+from veil_collector.alert.rules import Rule, load_rules_file
 from veil_collector.alert.rulestore import RuleStore
 from veil_collector.alert.sqlite import connect
 from veil_collector.records import Evaluation, GuardDecision, PiiFinding
@@ -189,6 +189,8 @@ class AlertEngine:
             notes: list[Notification] = []
             for rule, observations in events.match(rules, records):
                 notes += lifecycle.advance(rule, now, observations, complete=False)
+            if notes:
+                self._relay.wake()  # before the window queries, which may take a while
             for rule in rules:
                 if rule.event is not None:
                     notes += lifecycle.expire(rule, now)
@@ -218,7 +220,8 @@ class AlertEngine:
                 logger.info("alert history is written to ClickHouse again")
             self._history_retry_at = 0.0
 
-    def _evaluate_window(self, lifecycle: Lifecycle, rule: Any, now: float) -> list[Notification]:
+    def _evaluate_window(self, lifecycle: Lifecycle, rule: Rule, now: float) -> list[Notification]:
+        assert rule.window is not None  # only window rules come here
         try:
             observations = windows.evaluate(self._store, rule.project, rule.window, now)
         except (

@@ -72,8 +72,9 @@ def match(rules: Sequence[Rule], records: Iterable[Record]) -> list[tuple[Rule, 
             value = breach_value(rule, record)
             if value is None:
                 continue
+            assert rule.event is not None  # event_rules holds event rules only
             all_labels = _labels(record)
-            group = {name: all_labels[name] for name in rule.event.group_by}  # type: ignore[union-attr]
+            group = {name: all_labels[name] for name in rule.event.group_by}
             per_rule = found.setdefault((rule.project, rule.id), {})
             key = tuple(sorted(group.items()))
             previous = per_rule.get(key)
