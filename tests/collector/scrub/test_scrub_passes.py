@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, Status, StatusCode
 from veil import semconv as sc
+from veil.pii import NerUnavailableError
 from veil.pii.findings import decode_findings
 from veil_collector.records import PiiFinding
 from veil_collector.scrub import ServerScrubber, pii_findings_for_span
@@ -131,6 +132,11 @@ def test_ner_pass_is_a_no_op_when_disabled() -> None:
     before = request.SerializeToString()
     assert ServerScrubber(ner_enabled=False).ner_pass(request) == 0
     assert request.SerializeToString() == before
+
+
+def test_missing_spacy_model_fails_at_construction() -> None:
+    with pytest.raises(NerUnavailableError, match="never downloads"):
+        ServerScrubber(ner_enabled=True, spacy_model="en_core_web_nonexistent_model")
 
 
 def test_from_settings_reads_the_collector_settings() -> None:
