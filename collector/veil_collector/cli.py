@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
+import httpx
 import typer
 from clickhouse_connect.driver.exceptions import ClickHouseError
 from pydantic import ValidationError
@@ -21,7 +22,7 @@ from rich.syntax import Syntax
 
 from veil_collector.config import Settings
 from veil_collector.grafana.cli import app as grafana_app
-from veil_collector.store.client import Store, StoreUnavailable, redact_dsn
+from veil_collector.store.client import Store, StoreUnavailable, is_embedded, redact_dsn
 from veil_collector.store.migrate import Migration
 
 app = typer.Typer(
@@ -73,7 +74,14 @@ def _open_store(settings: Settings) -> Store:
     try:
         return Store(settings.clickhouse_dsn, database=settings.database)
     except (StoreUnavailable, ValueError, OSError) as exc:
-        _fail(f"cannot open ClickHouse at {redact_dsn(settings.clickhouse_dsn)}: {exc}")
+        hint = ""
+        if is_embedded(settings.clickhouse_dsn):
+            # The usual cause: a running collector holds the folder (one process per embedded engine).
+            hint = (
+                "\nEmbedded ClickHouse can be open in one process only: if a collector is running on this "
+                "folder, stop it first, or (for projects) use --url with the collector's admin token."
+            )
+        _fail(f"cannot open ClickHouse at {redact_dsn(settings.clickhouse_dsn)}: {exc}{hint}")
 
 
 @app.command()
@@ -231,20 +239,28 @@ def _record_migration(store: Store, migration: Migration) -> None:
 def projects_create(
     name: Annotated[str, typer.Argument(help="A name for the project, e.g. the application it observes.")],
     dsn: DsnOption = None,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            help="Create the project through a running collector at this URL (POST /api/projects) instead "
+            "of opening ClickHouse here: the way to go while a collector holds embedded ClickHouse.",
+            show_default=False,
+        ),
+    ] = None,
+    admin_token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="VEIL_ADMIN_TOKEN",
+            help="With --url: the collector's admin token (its VEIL_ADMIN_TOKEN).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Create a project and print its API key. The key is shown once; only its hash is stored."""
-    from veil_collector.auth import create_project
-    from veil_collector.store.migrate import migrate as apply_migrations
-
-    settings = _settings(clickhouse_dsn=dsn)
-    store = _open_store(settings)
-    try:
-        apply_migrations(store, ttl_days=settings.ttl_days)
-        project_id, api_key = create_project(store, name)
-    except (StoreUnavailable, ValueError) as exc:
-        _fail(str(exc))
-    finally:
-        store.close()
+    if url is not None:
+        project_id, api_key = _create_project_over_http(url, name, admin_token)
+    else:
+        project_id, api_key = _create_project_in_store(name, dsn)
     console.print(
         Panel(
             f"Project [bold]{name.strip()}[/] ([dim]{project_id}[/])\n\n"
@@ -256,6 +272,41 @@ def projects_create(
         ),
         highlight=False,
     )
+
+
+def _create_project_in_store(name: str, dsn: str | None) -> tuple[str, str]:
+    from veil_collector.auth import create_project
+    from veil_collector.store.migrate import migrate as apply_migrations
+
+    settings = _settings(clickhouse_dsn=dsn)
+    store = _open_store(settings)
+    try:
+        apply_migrations(store, ttl_days=settings.ttl_days)
+        return create_project(store, name)
+    except (StoreUnavailable, ClickHouseError, ValueError) as exc:
+        _fail(str(exc))
+    finally:
+        store.close()
+
+
+def _create_project_over_http(url: str, name: str, admin_token: str | None) -> tuple[str, str]:
+    if not admin_token:
+        _fail("--url needs the collector's admin token: pass --admin-token or set VEIL_ADMIN_TOKEN")
+    endpoint = url.rstrip("/") + "/api/projects"
+    try:
+        response = httpx.post(
+            endpoint, json={"name": name}, headers={"Authorization": f"Bearer {admin_token}"}, timeout=30
+        )
+    except httpx.HTTPError as exc:
+        _fail(f"cannot reach the collector at {endpoint}: {exc}")
+    if response.status_code != 201:
+        try:
+            detail = response.json().get("detail", response.text)
+        except ValueError:
+            detail = response.text
+        _fail(f"the collector refused (HTTP {response.status_code}): {detail}")
+    body = response.json()
+    return body["project_id"], body["api_key"]
 
 
 @app.command()

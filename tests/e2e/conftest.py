@@ -25,6 +25,7 @@ from veil_collector.demo.runner import free_port
 from veil_collector.store import Store
 
 SDK_CLIENT = Path(__file__).with_name("sdk_client.py")
+ADMIN_TOKEN = "e2e-admin-token"
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ def collector(chdb_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         port=free_port(),
         drain_interval_s=0.1,
         pii_ner_enabled=False,  # the pattern scrub still runs; NER model loading is the demo test's job
+        admin_token=ADMIN_TOKEN,
     )
     app = create_app(settings)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="warning"))

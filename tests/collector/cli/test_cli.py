@@ -125,6 +125,14 @@ def test_collector_no_auth_warns_loudly_and_serves(tmp_path: Path) -> None:
         assert process.poll() is None, process.communicate()
         # No key needed: the default project answers.
         assert httpx.get(f"http://127.0.0.1:{port}/api/stats", timeout=10).status_code == 200
+        # The collector holds its embedded folder: another process is told why it cannot open it.
+        busy = subprocess.run(
+            [sys.executable, "-m", "veil_collector", "projects", "create", "x", "--dsn",
+             f"chdb://{tmp_path / 'clickhouse'}"],
+            capture_output=True, text=True, timeout=60, env={**env, "COLUMNS": "200"}, check=False,
+        )  # fmt: skip
+        assert busy.returncode == 1
+        assert "one process only" in busy.stderr and "--url" in busy.stderr
     finally:
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=30)
