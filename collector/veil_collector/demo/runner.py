@@ -329,7 +329,7 @@ def _next_steps(base_url: str, traces: list[dict[str, Any]], *, serving: bool) -
         "",
         "[bold]Your own app:[/] run [bold]veil collector[/], get a key with "
         "[bold]veil projects create my-app[/], then "
-        '[bold]veil.init(endpoint="http://127.0.0.1:4318/v1/traces", api_key=KEY, service_name="my-app")[/] '
+        '[bold]veil.init(endpoint="http://127.0.0.1:4318", api_key=KEY, service_name="my-app")[/] '
         'and decorate your model calls with [bold]@veil.observe(kind="llm")[/].',
         "",
         "[bold]Grafana:[/] the dashboards read a ClickHouse server (embedded ClickHouse is private to the "
