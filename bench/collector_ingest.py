@@ -17,6 +17,7 @@ Prints a table and writes it to ``bench/results/collector_ingest.md``. ``--quick
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
 import pickle
@@ -28,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -155,39 +157,68 @@ def measure_latency(url: str, probes: int, background_rate: float, background: l
     return latencies
 
 
-BARE_INSERT = """
-import sys, time, pickle
-import clickhouse_connect
-from veil_collector.store import Store
-from veil_collector.store.migrate import migrate
-from veil_collector.store.flatten import FlatBatch, Flattener, TRACE_COLUMNS, LLM_CALL_COLUMNS
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-folder, payload_file = sys.argv[1], sys.argv[2]
-bodies = pickle.load(open(payload_file, "rb"))
-migrate(Store(f"chdb://{folder}", database="veil"))
-flat = FlatBatch()
-Flattener().flatten([("p", ExportTraceServiceRequest.FromString(b)) for b in bodies], batch=1, out=flat)
-client = clickhouse_connect.get_client(dsn=f"chdb://{folder}", database="veil")
-client.insert("otel_traces", flat.traces[:512], column_names=list(TRACE_COLUMNS))  # warm-up, not timed
-started = time.perf_counter()
-for i in range(0, len(flat.traces), 10_000):
-    client.insert("otel_traces", flat.traces[i:i + 10_000], column_names=list(TRACE_COLUMNS))
-    client.insert("llm_calls", flat.llm_calls[i:i + 10_000], column_names=list(LLM_CALL_COLUMNS))
-print(len(flat.traces), time.perf_counter() - started)
-"""
+def bare_insert_and_stage_costs(folder: Path, payload_file: Path) -> dict[str, object]:
+    """Run in a subprocess with its own embedded ClickHouse (``--bare-insert``): the bare insert of the
+    flattened rows, then the CPU seconds per span of each collector stage on a sample of requests."""
+    import clickhouse_connect
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from veil_collector.pricing import PriceTable
+    from veil_collector.receiver import Encoding, prepare
+    from veil_collector.scrub import ServerScrubber
+    from veil_collector.store import Store
+    from veil_collector.store.flatten import LLM_CALL_COLUMNS, TRACE_COLUMNS, FlatBatch, Flattener
+    from veil_collector.store.migrate import migrate
+
+    bodies = pickle.loads(payload_file.read_bytes())
+    migrate(Store(f"chdb://{folder}", database="veil"))
+    requests = [("p", ExportTraceServiceRequest.FromString(body)) for body in bodies]
+    flat = FlatBatch()
+    Flattener().flatten(requests, batch=1, out=flat)
+    client = clickhouse_connect.get_client(dsn=f"chdb://{folder}", database="veil")
+    client.insert("otel_traces", flat.traces[:512], column_names=list(TRACE_COLUMNS))  # warm-up, not timed
+    started, cpu = time.perf_counter(), time.process_time()
+    for i in range(0, len(flat.traces), 10_000):
+        client.insert("otel_traces", flat.traces[i : i + 10_000], column_names=list(TRACE_COLUMNS))
+        client.insert("llm_calls", flat.llm_calls[i : i + 10_000], column_names=list(LLM_CALL_COLUMNS))
+    wall, insert_cpu = time.perf_counter() - started, time.process_time() - cpu
+
+    sample, sample_requests = bodies[:4], requests[:4]
+    spans = len(sample) * SPANS_PER_REQUEST
+    scrubber = ServerScrubber(ner_enabled=False)
+    flattener = Flattener(cost_usd=PriceTable.load().cost_usd)
+
+    def cpu_per_span(work: Callable[[], object]) -> float:
+        begin = time.process_time()
+        work()
+        return (time.process_time() - begin) / spans
+
+    stages = {
+        "decode + validate + serialize": cpu_per_span(
+            lambda: [prepare(body, None, Encoding.PROTOBUF, 1 << 30, None) for body in sample]
+        ),
+        "pattern scrub (fast pass)": cpu_per_span(
+            lambda: [scrubber.fast_pass(ExportTraceServiceRequest.FromString(body)) for body in sample]
+        ),
+        "flatten (with prices)": cpu_per_span(
+            lambda: flattener.flatten(sample_requests, batch=1, out=FlatBatch())
+        ),
+        "insert otel_traces + llm_calls": insert_cpu / len(flat.traces),
+    }
+    return {"rows": len(flat.traces), "wall": wall, "stages": stages}
 
 
-def measure_bare_insert(folder: Path, payloads: list[list[bytes]]) -> tuple[int, float]:
+def measure_bare_insert(folder: Path, payloads: list[list[bytes]]) -> tuple[int, float, dict[str, float]]:
+    """Rows and seconds of the bare insert, and CPU seconds per span of each collector stage."""
     payload_file = folder / "payloads.pickle"
     payload_file.write_bytes(pickle.dumps([body for bodies in payloads for body in bodies]))
     result = subprocess.run(
-        [sys.executable, "-c", BARE_INSERT, str(folder / "bare"), str(payload_file)],
+        [sys.executable, __file__, "--bare-insert", str(folder / "bare"), str(payload_file)],
         capture_output=True,
         text=True,
         check=True,
     )
-    rows, seconds = result.stdout.split()[-2:]
-    return int(rows), float(seconds)
+    data = json.loads(result.stdout.strip().splitlines()[-1])
+    return data["rows"], data["wall"], data["stages"]
 
 
 def main() -> None:
@@ -197,7 +228,11 @@ def main() -> None:
     parser.add_argument(
         "--receiver-processes", type=int, default=2, help="collector worker processes for decode and scrub"
     )
+    parser.add_argument("--bare-insert", nargs=2, metavar=("FOLDER", "PAYLOADS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.bare_insert:
+        print(json.dumps(bare_insert_and_stage_costs(Path(args.bare_insert[0]), Path(args.bare_insert[1]))))
+        return
     requests_per_client = 8 if args.quick else 30
     probes = 15 if args.quick else 40
 
@@ -213,7 +248,7 @@ def main() -> None:
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(60)
-        bare_rows, bare_seconds = measure_bare_insert(folder, payloads)
+        bare_rows, bare_seconds, stages = measure_bare_insert(folder, payloads)
 
     bare_rate = bare_rows / bare_seconds
     p50 = statistics.median(latencies)
@@ -234,6 +269,13 @@ def main() -> None:
             f"| collector / bare insert | {collector_rate / bare_rate:.0%} | >= 30% |",
             f"| export -> queryable p50 (s), {len(latencies)} probes at 50% load | {p50:.3f} | |",
             f"| export -> queryable p95 (s) | {p95:.3f} | <= 2 |",
+            "",
+            "CPU time per span by stage (process time, so other load on the machine barely moves it):",
+            "",
+            "| stage | CPU µs per span |",
+            "| --- | --- |",
+            *[f"| {name} | {seconds * 1e6:.1f} |" for name, seconds in stages.items()],
+            f"| total | {sum(stages.values()) * 1e6:.1f} |",
             "",
         ]
     )

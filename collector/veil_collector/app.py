@@ -89,6 +89,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         spool.start()
         scrubber = _server_scrubber(settings)
+        if scrubber is not None and settings.pii_ner_enabled:
+            # Load the NER model now: a missing model fails the start, not every batch of the drain.
+            scrubber.warm_up()
         preparer = RequestPreparer(scrubber, processes=settings.receiver_processes)
         flattener = Flattener(
             cost_usd=PriceTable.load(settings.prices_file).cost_usd,

@@ -181,6 +181,11 @@ class Pipeline:
         except SpoolError as exc:
             self.last_error = f"spool: {exc}"
             logger.critical("pipeline: stopped draining: %s", exc)
+        except Exception as exc:  # a bug or a scrub failure: stop visibly (readyz), keep the data spooled
+            self.last_error = f"drain stopped: {exc!r}"
+            logger.critical(
+                "pipeline: stopped draining; the spool keeps the data for the next start", exc_info=True
+            )
 
     def _pending_intent_size(self) -> int | None:
         """Records in the batch that was being stored when the process stopped, if any."""

@@ -192,3 +192,20 @@ def test_stored_calls_reach_the_classifier_and_alert_stages(make_settings, store
 
     rows = store.query("SELECT count(DISTINCT SpanId), countIf(Evaluator = 'toxicity') > 0 FROM evaluations")
     assert rows.result_rows == [(2, True)]
+
+
+def test_a_failing_stage_stops_the_drain_visibly_and_keeps_the_data(store, tmp_path):
+    def broken_findings(**span: object) -> list:
+        raise RuntimeError("scrub rows exploded")
+
+    spool = Spool(tmp_path, max_bytes=64 * MIB)
+    spool.start()
+    pipeline = Pipeline(spool, store, flattener=Flattener(pii_findings=broken_findings), interval_s=0.01)
+    pipeline.start()
+    spool.append("p", genai_request(3).SerializeToString()).result(timeout=10)
+
+    assert not pipeline.wait_drained(5)
+    stop(spool, pipeline)
+    assert "scrub rows exploded" in (pipeline.last_error or "")
+    assert spool.depth_records == 1
+    assert span_counts(store) == (0, 0)
