@@ -6,10 +6,6 @@ stage (toxicity) → alert engine (event rule ``toxicity >= threshold``) → out
 receiver. Each event uses its own model name and the rule groups by model, so every event is its own alert
 (no deduplication between them). Latency = receiver arrival time - the moment the decorated call returned.
 
-If the app does not wire the classifier stage and the alert engine itself (``app.state.alert_engine``),
-this script wires them as the integrator would: ``ClassifierStage(settings, store, sink=engine)`` as a
-pipeline listener.
-
 Prints a table and writes it to ``bench/results/alert_latency.md``. Settings are the collector's defaults
 (SDK export every 1 s, drain every 0.5 s, NER on) except auth (off) and the folders (a temp folder).
 """
@@ -92,22 +88,6 @@ def rules_yaml(url: str, threshold: float) -> str:
     )
 
 
-def wire_stages(app: Any, settings: Settings) -> list[Any]:
-    """Start the classifier stage and the alert engine unless the app already runs them."""
-    if getattr(app.state, "alert_engine", None) is not None:
-        return []
-    from veil_collector.alert import AlertEngine
-    from veil_collector.classify.stage import ClassifierStage
-
-    engine = AlertEngine(settings, app.state.store)
-    engine.start()
-    stage = ClassifierStage(settings, app.state.store, sink=engine)
-    stage.start()
-    app.state.pipeline.add_listener(stage.on_stored)
-    app.state.alert_engine = engine
-    return [stage, engine]
-
-
 @veil.observe(kind="llm")
 def chat(*, model: str, messages: list[dict[str, str]]) -> dict[str, Any]:
     """A stand-in LLM call whose completion is hostile."""
@@ -122,8 +102,8 @@ def chat(*, model: str, messages: list[dict[str, str]]) -> dict[str, Any]:
     }
 
 
-def stage_medians(store: Any, emitted_wall: dict[str, float]) -> list[tuple[str, str]]:
-    """Median time of each hop, from the wall-clock times the stages stored in ClickHouse."""
+def stage_percentiles(store: Any, emitted_wall: dict[str, float]) -> list[tuple[str, str]]:
+    """p50 and p95 of each hop, from the wall-clock times the stages stored in ClickHouse."""
     scored = dict(
         store.query(
             "SELECT RequestModel, toFloat64(max(EvaluatedAt)) FROM evaluations "
@@ -150,7 +130,8 @@ def stage_medians(store: Any, emitted_wall: dict[str, float]) -> list[tuple[str,
     rows = []
     for name, start, end in hops:
         spans = [end[m] - start[m] for m in start if m in end]
-        rows.append((f"median {name}", f"{statistics.median(spans):.2f} s" if spans else "n/a"))
+        value = f"{statistics.median(spans):.2f} s / {percentile(spans, 0.95):.2f} s" if spans else "n/a"
+        rows.append((f"p50 / p95 {name}", value))
     return rows
 
 
@@ -164,6 +145,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100)
     parser.add_argument("--interval", type=float, default=0.1, help="seconds between hostile outputs")
     parser.add_argument("--threshold", type=float, default=0.5, help="the rule's toxicity threshold")
+    parser.add_argument("--warmup", type=int, default=5, help="events sent and awaited before measuring")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the last webhook")
     args = parser.parse_args()
 
@@ -180,9 +162,16 @@ def main() -> None:
     server_thread.start()
     while not server.started:
         time.sleep(0.05)
-    wired = wire_stages(app, settings)
+    if app.state.alert_engine is None or app.state.classifier is None:
+        sys.exit("the collector app runs without its classifier stage or alert engine: nothing to measure")
 
     veil.init(endpoint=f"http://127.0.0.1:{port}", service_name="alert-bench", environment="bench")
+    # Warm-up: the first batches load the NER model and open ClickHouse parts; not part of the measure.
+    warmup = [f"warmup-{i}" for i in range(args.warmup)]
+    for model in warmup:
+        chat(model=model, messages=[{"role": "user", "content": "Say something about me."}])
+    with arrivals.received:
+        arrivals.received.wait_for(lambda: set(warmup) <= arrivals.by_model.keys(), timeout=args.timeout)
     emitted: dict[str, float] = {}
     emitted_wall: dict[str, float] = {}
     for i in range(args.events):
@@ -198,13 +187,10 @@ def main() -> None:
             arrivals.received.wait(0.5)
         latencies = [arrivals.by_model[m] - t for m, t in emitted.items() if m in arrivals.by_model]
 
-    stages = stage_medians(app.state.store, emitted_wall)
+    stages = stage_percentiles(app.state.store, emitted_wall)
+    toxicity = app.state.classifier.toxicity
+    model_name = f"{toxicity.name} {toxicity.version}"
     veil.shutdown()
-    for component in wired:
-        if hasattr(component, "shutdown"):
-            component.shutdown(5.0)
-        else:
-            component.stop(5.0)
     server.should_exit = True
     server_thread.join(10)
     receiver.shutdown()
@@ -225,9 +211,10 @@ def main() -> None:
     header = (
         "# Alert latency: hostile output through the SDK -> signed webhook at a local receiver\n\n"
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"Python {platform.python_version()}. Events every {args.interval} s; one alert per event; "
-        "collector defaults (SDK export 1 s, drain 0.5 s); toxicity model: the collector's configured one "
-        "(offline fallback when detoxify weights are absent).\n\n"
+        f"Python {platform.python_version()}. {args.warmup} warm-up events, then events every "
+        f"{args.interval} s; one alert per event; "
+        "collector defaults (SDK export 1 s, drain 0.5 s, NER on); toxicity model: "
+        f"{model_name} (the offline fallback when detoxify weights are absent).\n\n"
     )
     print(table)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
