@@ -216,16 +216,18 @@ class Converter:
             attrs[sc.GEN_AI_TOOL_CALL_ARGUMENTS if tool else sc.VEIL_INPUT] = _serialize.dumps(
                 params, self._limit
             )
+        chunks = span.chunks
+        if chunks is not None:
+            attrs[sc.VEIL_STREAM_END] = span.stream_end or "exhausted"
+            attrs[sc.VEIL_STREAM_CHUNKS] = len(chunks)
         if not capture_out:
             return
-        if span.chunks is not None:
-            output: Any = span.chunks
-            if all(isinstance(chunk, str) for chunk in span.chunks):
-                output = "".join(span.chunks)
-            attrs[sc.VEIL_STREAM_END] = span.stream_end or "exhausted"
-            attrs[sc.VEIL_STREAM_CHUNKS] = len(span.chunks)
-        else:
-            output = updates.get("output", span.result)
+        output: Any = updates.get("output", span.result)
+        if chunks is not None and "output" not in updates:
+            output = chunks
+            if all(type(chunk) is str for chunk in chunks):
+                # Text streams read as one string; joined only up to the attribute limit.
+                output = _genai.stream_output(chunks, self._limit)[0] or ""
         if output is not None:
             attrs[sc.GEN_AI_TOOL_CALL_RESULT if tool else sc.VEIL_OUTPUT] = _serialize.dumps(
                 output, self._limit

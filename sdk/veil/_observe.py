@@ -9,7 +9,8 @@ re-raised unchanged, never through the guard.
 Streams (generator and async-generator functions) are driven step by step, with the span current only
 while the generator body runs, so spans opened inside the body nest under it and spans opened by the
 consumer do not. The span ends when the stream is exhausted, raises, is closed, or is garbage-collected
-unfinished (Python closes an abandoned generator, which reaches the same path).
+unfinished: Python closes an abandoned generator, which reaches the same path; an abandoned async
+generator is finalized by the event loop's async-generator hooks (asyncio's), which close or cancel it.
 """
 
 from __future__ import annotations

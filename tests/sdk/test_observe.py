@@ -320,3 +320,26 @@ def test_arguments_mutated_after_the_call_are_recorded_as_sent(start_veil: Any) 
     history.append({"role": "assistant", "content": "answer"})
     assert veil.flush(5)
     assert "answer" not in receiver.spans[0].attributes[sc.GEN_AI_INPUT_MESSAGES]
+
+
+def test_async_generator_abandoned_mid_stream_ends_its_span(start_veil: Any) -> None:
+    receiver = start_veil()
+
+    @veil.observe(kind="tool")
+    async def endless():
+        i = 0
+        while True:
+            yield i
+            i += 1
+
+    async def take_two() -> list[int]:
+        stream = endless()
+        return [await stream.__anext__(), await stream.__anext__()]
+
+    # asyncio.run finalizes the abandoned async generator through its async-generator hooks.
+    assert asyncio.run(take_two()) == [0, 1]
+    assert veil.flush(5)
+    span = receiver.by_name("execute_tool endless")
+    # asyncio cancels the finalizing task at shutdown: the stream ends by CancelledError or by aclose().
+    assert span.attributes[sc.VEIL_STREAM_END] in ("error", "closed")
+    assert span.attributes[sc.VEIL_STREAM_CHUNKS] == 2
