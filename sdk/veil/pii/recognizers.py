@@ -164,9 +164,18 @@ _PREFIXED: tuple[tuple[str, re.Pattern[str], str, Callable[[str], bool] | None],
 )
 
 
+# Needles that contain another needle are tested only when the shorter one occurs.
+_NEEDLE_PARENTS = {"sk-ant-": "sk-", "github_pat_": "gh", "hooks.slack.com": "://"}
+
+
 def _prefixed_secrets(text: str, out: list[EntitySpan]) -> None:
+    present: dict[str, bool] = {}
     for needle, pattern, entity_type, validate in _PREFIXED:
-        if needle not in text:
+        parent = _NEEDLE_PARENTS.get(needle)
+        if parent is not None and not present.get(parent, parent in text):
+            continue
+        present[needle] = needle in text
+        if not present[needle]:
             continue
         for m in pattern.finditer(text):
             if _word_char_before(text, m.start()):
@@ -280,25 +289,29 @@ def _crypto(text: str, out: list[EntitySpan]) -> None:
 
 
 _HEX = frozenset("0123456789abcdefABCDEF")
-_MAC_TAIL = re.compile(
-    r"([:-])[0-9A-Fa-f]{2}\1[0-9A-Fa-f]{2}\1[0-9A-Fa-f]{2}\1[0-9A-Fa-f]{2}\1[0-9A-Fa-f]{2}(?![0-9A-Za-z])"
-)
+# One expression per separator: a literal first character lets ``re`` skip ahead much faster than a class.
+_MAC_TAILS = tuple(
+    re.compile(rf"{sep}[0-9A-Fa-f]{{2}}{sep}[0-9A-Fa-f]{{2}}{sep}[0-9A-Fa-f]{{2}}{sep}[0-9A-Fa-f]{{2}}"
+               rf"{sep}[0-9A-Fa-f]{{2}}(?![0-9A-Za-z])")
+    for sep in (":", "-")
+)  # fmt: skip
 _V6_SEED = re.compile(r":[0-9A-Fa-f]{0,4}:")
 _V6_CHARS_REVERSED = re.compile(r"[0-9A-Fa-f:.]{0,45}")
 _V6_CHARS = re.compile(r"[0-9A-Fa-f:.]{0,45}")
 
 
 def _mac_addresses(text: str, out: list[EntitySpan]) -> None:
-    for m in _MAC_TAIL.finditer(text):
-        start = m.start() - 2
-        if (
-            start < 0
-            or text[start] not in _HEX
-            or text[start + 1] not in _HEX
-            or _word_char_before(text, start)
-        ):
-            continue
-        out.append(EntitySpan(start, m.end(), MAC_ADDRESS, PATTERN))
+    for tail in _MAC_TAILS:
+        for m in tail.finditer(text):
+            start = m.start() - 2
+            if (
+                start < 0
+                or text[start] not in _HEX
+                or text[start + 1] not in _HEX
+                or _word_char_before(text, start)
+            ):
+                continue
+            out.append(EntitySpan(start, m.end(), MAC_ADDRESS, PATTERN))
 
 
 def _ipv6_addresses(text: str, out: list[EntitySpan]) -> None:
@@ -457,8 +470,10 @@ def _number(text: str, base: int, blob: str, out: list[EntitySpan]) -> None:
 # Bitcoin addresses. The expression starts with a character class so ``re`` skips to candidates quickly.
 _DIGIT_SEEDED = re.compile(
     r"[+(0-9](?:"
-    r"(?P<num>[0-9().\- ]{5,30}[0-9](?: ?(?:x|ext\.?) ?[0-9]{1,6})?)"
-    r"|(?<=[13])(?P<btc>[1-9A-HJ-NP-Za-km-z]{25,34}(?![0-9A-Za-z]))"
+    # Numbers and wallets must not continue a word ("ID12345678"): the lookbehinds check the character
+    # before the first one, after it, so ``re`` keeps its fast first-character search.
+    r"(?<!\w[+(0-9])(?P<num>[0-9().\- ]{5,30}[0-9](?: ?(?:x|ext\.?) ?[0-9]{1,6})?)"
+    r"|(?<!\w[13])(?<=[13])(?P<btc>[1-9A-HJ-NP-Za-km-z]{25,34}(?![0-9A-Za-z]))"
     r"|(?<=[A-Za-z]{2}[0-9])(?P<iban>[0-9] ?[A-Za-z0-9]{4} ?[A-Za-z0-9]{4})"
     r")"
 )
@@ -466,31 +481,25 @@ _NUMERIC = frozenset({IP_ADDRESS, US_SSN, CREDIT_CARD, PHONE_NUMBER})
 _DIGIT_SEEDED_TYPES = _NUMERIC | {IBAN_CODE, CRYPTO}
 
 
-def _country_code_before(text: str, pos: int) -> bool:
-    code = text[pos - 2 : pos]
-    return pos >= 2 and code.isascii() and code.isalpha() and not _word_char_before(text, pos - 2)
-
-
 def _digit_seeded(text: str, out: list[EntitySpan], entities: frozenset[str]) -> None:
     numeric = bool(_NUMERIC & entities)
     ibans = IBAN_CODE in entities
     crypto = CRYPTO in entities
     for m in _DIGIT_SEEDED.finditer(text):
-        start = m.start()
-        before = text[start - 1] if start else " "
-        if before.isalnum() or before == "_":
-            # Letters right before the digits: only an IBAN's country code is allowed there.
-            if ibans and _country_code_before(text, start) and (end := _iban_at(text, start - 2)) != -1:
-                out.append(EntitySpan(start - 2, end, IBAN_CODE, PATTERN))
-            continue
-        blob = m.group("num")
-        if blob is not None:
+        kind = m.lastgroup
+        if kind == "num":
             end = m.end()
             after = text[end : end + 1]
             if numeric and not (after.isalpha() or after == "_"):
-                _number(text, start, m.group(), out)
-        elif crypto and m.lastgroup == "btc" and base58check_ok(m.group()):
-            out.append(EntitySpan(start, m.end(), CRYPTO, PATTERN))
+                _number(text, m.start(), m.group(), out)
+        elif kind == "iban":
+            start = m.start() - 2  # the country code
+            if ibans and text[start : start + 2].isascii() and not _word_char_before(text, start):
+                end = _iban_at(text, start)
+                if end != -1:
+                    out.append(EntitySpan(start, end, IBAN_CODE, PATTERN))
+        elif crypto and base58check_ok(m.group()):
+            out.append(EntitySpan(m.start(), m.end(), CRYPTO, PATTERN))
 
 
 # --- entry point -----------------------------------------------------------------------------------------
