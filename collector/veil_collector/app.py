@@ -86,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.spool_path,
             max_bytes=settings.spool_max_bytes,
             segment_bytes=settings.spool_segment_bytes,
+            min_free_bytes=settings.spool_min_free_bytes,
         )
         spool.start()
         scrubber = _server_scrubber(settings)

@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     spool_dir: Path | None = None
     spool_max_bytes: int = Field(default=1024 * MIB, ge=MIB)
     spool_segment_bytes: int = Field(default=64 * MIB, ge=64 * 1024)
+    spool_min_free_bytes: int = Field(default=256 * MIB, ge=0)
     max_request_bytes: int = Field(default=64 * MIB, ge=1024)
     # Worker processes that decode and pattern-scrub requests (0: the server process does it).
     receiver_processes: int = Field(default=0, ge=0, le=256)

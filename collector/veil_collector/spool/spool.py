@@ -101,17 +101,27 @@ class Spool:
         directory: the spool folder (created when missing).
         max_bytes: undrained bytes above which ``append`` raises ``SpoolFull``.
         segment_bytes: a segment is sealed and a new one started once it reaches this size.
+        min_free_bytes: ``append`` raises ``SpoolFull`` while the spool's file system has less free space:
+            a full disk would otherwise turn into a failed write, which is fatal.
 
     ``append`` may be called from any thread; ``read`` and ``checkpoint`` from one reader thread.
     Call ``start`` before appending and ``close`` to stop the writer after it committed what is queued.
     """
 
-    def __init__(self, directory: Path, *, max_bytes: int, segment_bytes: int = 64 * 1024 * 1024) -> None:
-        if segment_bytes <= 0 or max_bytes <= 0:
-            raise ValueError("max_bytes and segment_bytes must be positive")
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        max_bytes: int,
+        segment_bytes: int = 64 * 1024 * 1024,
+        min_free_bytes: int = 0,
+    ) -> None:
+        if segment_bytes <= 0 or max_bytes <= 0 or min_free_bytes < 0:
+            raise ValueError("max_bytes and segment_bytes must be positive, min_free_bytes not negative")
         self.directory = Path(directory)
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
+        self.min_free_bytes = min_free_bytes
         self._cv = threading.Condition()
         self._pending: list[tuple[bytes, Future[int]]] = []
         self._segments: list[_Segment] = []
@@ -232,6 +242,8 @@ class Spool:
                 raise SpoolFull(
                     f"spool holds {self._depth_bytes} undrained bytes; the cap is {self.max_bytes}"
                 )
+            if self.min_free_bytes and self.free_disk_bytes() - size < self.min_free_bytes:
+                raise SpoolFull(f"less than {self.min_free_bytes} bytes free on the spool's disk")
             seq = self._next_seq
             self._next_seq += 1
             self._depth_bytes += size
@@ -424,8 +436,14 @@ class Spool:
 
     @property
     def full(self) -> bool:
-        """At or above 90 % of the cap: readiness reports it before appends start failing."""
-        return self._depth_bytes >= 0.9 * self.max_bytes
+        """At or above 90 % of the cap, or below the free-disk floor: readiness reports it."""
+        if self._depth_bytes >= 0.9 * self.max_bytes:
+            return True
+        return bool(self.min_free_bytes) and self.free_disk_bytes() < self.min_free_bytes
+
+    def free_disk_bytes(self) -> int:
+        """Free bytes on the spool's file system, for unprivileged processes."""
+        return shutil.disk_usage(self.directory).free
 
     @property
     def failed(self) -> BaseException | None:

@@ -221,3 +221,12 @@ def test_segments_without_a_checkpoint_are_refused(tmp_path):
 
     with pytest.raises(Exception, match="no checkpoint"):
         Spool(tmp_path, max_bytes=MIB)
+
+
+def test_appends_are_refused_below_the_free_disk_floor(tmp_path):
+    spool = open_spool(tmp_path, min_free_bytes=1 << 62)  # more than any disk has
+
+    with pytest.raises(SpoolFull, match="free on the spool's disk"):
+        spool.append("p", b"x")
+    assert spool.full
+    spool.close()

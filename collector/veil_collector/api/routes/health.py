@@ -27,7 +27,10 @@ async def readyz(store: StoreDep, spool: SpoolDep, pipeline: PipelineDep) -> JSO
     if spool.failed is not None:
         reasons.append(f"spool failed: {spool.failed}")
     elif spool.full:
-        reasons.append(f"spool is full ({spool.depth_bytes} of {spool.max_bytes} bytes)")
+        reasons.append(
+            f"spool is full ({spool.depth_bytes} of {spool.max_bytes} bytes; "
+            f"{spool.free_disk_bytes()} bytes free on disk, floor {spool.min_free_bytes})"
+        )
     body = {
         "status": "not ready" if reasons else "ready",
         "reasons": reasons,
