@@ -1,4 +1,4 @@
-"""``veil alerts ...``: check a rules file, list rules, send a test notification through a rule.
+"""``veil alerts ...``: check and list rules, send a test notification, manage the outbox.
 
 Mounted by the main CLI as ``veil alerts``. Works without a running collector: rules come from the rules
 file and from the rule database in ``data_dir`` (SQLite, safe to read beside a running collector).
@@ -6,6 +6,7 @@ file and from the rule database in ``data_dir`` (SQLite, safe to read beside a r
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Annotated
 
@@ -13,9 +14,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from veil_collector.alert import outbox
+from veil_collector.alert.notification import iso
 from veil_collector.alert.probe import send_test
 from veil_collector.alert.rules import DEFAULT_PROJECT, Rule, RulesFileError, load_rules_file
 from veil_collector.alert.rulestore import RuleNotFound, RuleStore
+from veil_collector.alert.sqlite import connect
 from veil_collector.config import Settings
 
 app = typer.Typer(help="Alert rules and their notifications.", no_args_is_help=True)
@@ -116,3 +120,55 @@ def test(
             console.print(f"[red]failed[/red] {line}: {result.error}", highlight=False)
     if failed:
         raise typer.Exit(1)
+
+
+@app.command("disabled")
+def disabled(data_dir: DataDirOption = None) -> None:
+    """List destinations switched off because they answered 410 Gone."""
+    conn = _outbox_connection(data_dir)
+    table = Table()
+    table.add_column("key", no_wrap=True)
+    table.add_column("url", overflow="fold")
+    table.add_column("disabled at")
+    table.add_column("reason")
+    for row in outbox.disabled_destinations(conn):
+        table.add_row(
+            str(row["destination_key"]), str(row["url"]), iso(float(row["disabled_at"])), str(row["reason"])
+        )
+    console.print(table)
+
+
+@app.command("enable")
+def enable(
+    key: Annotated[str, typer.Argument(help="the destination key that `veil alerts disabled` shows")],
+    data_dir: DataDirOption = None,
+) -> None:
+    """Switch a disabled destination back on for new notifications."""
+    if not outbox.enable(_outbox_connection(data_dir), key):
+        errors.print(f"[red]no disabled destination with key {key!r}[/red]", highlight=False)
+        raise typer.Exit(1)
+    console.print(f"destination {key} enabled")
+
+
+@app.command("replay")
+def replay(
+    notification: Annotated[
+        str | None, typer.Option("--id", help="only this notification id (default: every one)")
+    ] = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Send dead-lettered, failed and disabled-destination notifications again (same webhook-id).
+
+    Rows for a destination that is still disabled are skipped again; `veil alerts enable` it first.
+    """
+    count = outbox.replay(_outbox_connection(data_dir), notification_id=notification)
+    console.print(f"{count} notification deliveries queued again")
+
+
+def _outbox_connection(data_dir: Path | None) -> sqlite3.Connection:
+    try:
+        folder = data_dir or Settings().data_dir
+    except ValueError as exc:
+        errors.print(f"[red]{exc}[/red]", highlight=False)
+        raise typer.Exit(2) from exc
+    return connect(folder)

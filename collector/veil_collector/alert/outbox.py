@@ -192,6 +192,37 @@ def prune(conn: sqlite3.Connection, before: float) -> int:
     return removed
 
 
+def disabled_destinations(conn: sqlite3.Connection) -> list[dict[str, object]]:
+    """Endpoints switched off by a 410: ``destination_key``, ``url``, ``disabled_at``, ``reason``."""
+    rows = conn.execute("SELECT * FROM disabled_destinations ORDER BY disabled_at").fetchall()
+    return [dict(row) for row in rows]
+
+
+def enable(conn: sqlite3.Connection, key: str) -> bool:
+    """Switch a disabled endpoint back on (new notifications go to it again); False if it was not off."""
+    with transaction(conn):
+        return (
+            conn.execute("DELETE FROM disabled_destinations WHERE destination_key = ?", (key,)).rowcount > 0
+        )
+
+
+def replay(conn: sqlite3.Connection, *, notification_id: str | None = None) -> int:
+    """Make ``dead``, ``failed`` and ``disabled`` rows (all, or one notification's) pending again.
+
+    Attempts start over; rows whose destination is still disabled are marked ``disabled`` again unsent.
+
+    The rows keep their notification id, so a receiver that did get an earlier attempt can drop the replay.
+    """
+    sql = "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = 0, lease_until = 0 "
+    sql += "WHERE state IN ('dead', 'failed', 'disabled')"
+    params: tuple[str, ...] = ()
+    if notification_id is not None:
+        sql += " AND notification_id = ?"
+        params = (notification_id,)
+    with transaction(conn):
+        return conn.execute(sql, params).rowcount
+
+
 def counts(conn: sqlite3.Connection) -> dict[str, int]:
     """Rows per state, e.g. ``{"pending": 2, "delivered": 10}``."""
     return {

@@ -219,3 +219,35 @@ def test_slack_and_pagerduty_trigger_then_resolve(
     assert resolved["text"].startswith("[RESOLVED] Toxic output")
     assert firing["blocks"][0]["type"] == "header"
     assert any("model" in json.dumps(block) for block in firing["blocks"])
+
+
+def test_disabled_destination_enabled_and_replayed_from_the_cli(
+    receiver_factory: Callable[..., Receiver], run_engine: Callable[..., AlertEngine]
+) -> None:
+    from typer.testing import CliRunner
+    from veil_collector.alert.cli import app as alerts_cli
+    from veil_collector.alert.outbox import destination_key
+
+    answers = {"status": 410}
+    receiver = receiver_factory(lambda i, h, b: (answers["status"], {}, 0.0))
+    engine = run_engine(rules_for(f'{{name: flaky, type: webhook, url: "{receiver.url}"}}'))
+    engine.on_evaluations([toxic()])
+    wait_until(lambda: engine.outbox_counts() == {"disabled": 1})
+    data_dir = ["--data-dir", str(engine.rules._data_dir)]
+    runner = CliRunner()
+
+    replayed = runner.invoke(alerts_cli, ["replay", *data_dir])
+    assert replayed.exit_code == 0 and "1 notification" in replayed.output
+    wait_until(lambda: engine.outbox_counts() == {"disabled": 1})  # still disabled: skipped, not sent
+    assert len(receiver.requests) == 1
+
+    key = destination_key("webhook", receiver.url)
+    assert key in runner.invoke(alerts_cli, ["disabled", *data_dir]).output
+    assert runner.invoke(alerts_cli, ["enable", "nope", *data_dir]).exit_code == 1
+    assert runner.invoke(alerts_cli, ["enable", key, *data_dir]).exit_code == 0
+
+    answers["status"] = 200
+    assert runner.invoke(alerts_cli, ["replay", *data_dir]).exit_code == 0
+    receiver.wait_for(lambda r: len(r.processed) == 1)
+    wait_until(lambda: engine.outbox_counts() == {"delivered": 1})
+    assert len({r.headers["webhook-id"] for r in receiver.requests}) == 1
