@@ -35,6 +35,9 @@ def test_veil_demo_runs_end_to_end_and_reports_through_the_api(tmp_path: Path) -
     pii = int(re.search(r"PII findings\s+(\d+)", output).group(1))
     assert pii > 0
     assert re.search(r"p50 [\d.]+ ms, p95 [\d.]+ ms", output)
+    # The abusive reply of the demo's local model is caught by the output classifier.
+    flagged = re.search(r"Classifiers\s+toxicity/\w+: (\d+) of (\d+) texts flagged", output)
+    assert flagged is not None and int(flagged.group(1)) >= 1
     assert "/api/traces" in output and "/docs" in output
     # The collector used the folder it was given, and stopped.
     assert (tmp_path / "clickhouse").is_dir()

@@ -3,8 +3,8 @@
 Nothing here touches the network. The "models" are deterministic fakes that answer in the shapes real
 providers use (OpenAI chat completions and chunks, Anthropic messages, OpenAI embeddings, each with token
 usage), after a short deterministic delay, so the SDK reads them exactly as it would read real responses.
-Some prompts and replies carry PII (emails, phone numbers, card numbers) and some users are hostile, so
-the scrubbers and classifiers have something to find.
+Some prompts and replies carry PII (emails, phone numbers, card numbers), one user is hostile and one
+model's reply is abusive, so the scrubbers and classifiers have something to find.
 """
 
 from __future__ import annotations
@@ -96,6 +96,9 @@ def _reply_for(prompt: str) -> str:
             "I can't store card numbers. Please remove 4111 1111 1111 1111 from the chat; "
             "I've noted the refund."
         )
+    if "faq" in lowered:
+        # The small local model misbehaves: a hostile reply for the output classifiers to catch.
+        return "Read the damn FAQ yourself, you idiot. Stop wasting my time with your stupid questions."
     if "summar" in lowered:
         return "Summary: the customer wants a refund for a damaged lamp and prefers email contact."
     return "Happy to help! Could you share a few more details?"

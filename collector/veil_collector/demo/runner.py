@@ -29,6 +29,8 @@ from rich.table import Table
 
 SERVICE_NAME = "veil-demo"
 _POLL_INTERVAL_S = 0.25
+_SCORES_STABLE_S = 2.0
+_SCORING_TIMEOUT_S = 30.0
 _STOP_TIMEOUT_S = 20.0
 _LOG_TAIL_LINES = 25
 
@@ -165,7 +167,9 @@ def run_demo(
 
             with httpx.Client(base_url=collector.base_url, timeout=10.0) as client:
                 with console.status("Waiting until every span is queryable..."):
-                    stats = _wait_queryable(client, started, exported, report.llm_calls, timeout_s, collector)
+                    _wait_queryable(client, started, exported, report.llm_calls, timeout_s, collector)
+                with console.status("Waiting for the classifiers to score the texts..."):
+                    stats = _wait_scored(client, started)
                 traces = _get(client, "/api/traces", {"start": started.isoformat(), "limit": 10})["traces"]
             console.print("[green]✓[/] All spans stored and queryable\n")
             console.print(_summary(stats, traces))
@@ -236,6 +240,27 @@ def _wait_queryable(
         time.sleep(_POLL_INTERVAL_S)
 
 
+def _wait_scored(client: httpx.Client, started: datetime) -> dict[str, Any]:
+    """Poll ``/api/stats`` until the classifier scores stop growing; returns the last body.
+
+    Classifiers score stored calls asynchronously, and how many scores a call gets depends on the models
+    loaded, so there is no count to wait for: the scores are complete once they stop changing.
+    """
+    deadline = time.monotonic() + _SCORING_TIMEOUT_S
+    params = {"start": started.isoformat()}
+    stats = _get(client, "/api/stats", params)
+    stable_since = time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(_POLL_INTERVAL_S)
+        latest = _get(client, "/api/stats", params)
+        if latest["evaluations"] != stats["evaluations"]:
+            stable_since = time.monotonic()
+        elif time.monotonic() - stable_since >= _SCORES_STABLE_S:
+            return latest
+        stats = latest
+    return stats
+
+
 def _usd(value: float | None) -> str:
     return "no price" if value is None else f"${value:.6f}"
 
@@ -260,6 +285,11 @@ def _summary(stats: dict[str, Any], traces: list[dict[str, Any]]) -> Panel:
     )
     pii = ", ".join(f"{p['entity_type']} x{p['count']} ({p['source']})" for p in stats["pii_findings"])
     overview.add_row("PII findings", f"{stats['pii_findings_total']}" + (f": {pii}" if pii else ""))
+    scores = ", ".join(
+        f"{e['name']}/{e['label']}: {e['flagged']} of {e['scored']} texts flagged (max {e['max_score']:.2f})"
+        for e in stats["evaluations"]
+    )
+    overview.add_row("Classifiers", scores or "no scores (classifiers off)")
 
     by_model = Table(
         title="Calls by model (latency in ms)",

@@ -26,6 +26,8 @@ from veil_collector.store.client import Store
 # The OpenTelemetry Collector ClickHouse exporter's spelling of span status codes (StatusCodeStr).
 STATUS_ERROR = "Error"
 MAX_TRACE_LIMIT = 1000
+# A classifier score at or above this counts as "flagged" in the statistics.
+FLAG_THRESHOLD = 0.5
 _NS_PER_MS = 1_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -152,8 +154,18 @@ class PiiStats(_Result):
     count: int
 
 
+class EvaluationStats(_Result):
+    """Classifier scores of one evaluator and label over the window."""
+
+    name: str = Field(description="The evaluator (gen_ai.evaluation.name): toxicity, identity, bias, ...")
+    label: str
+    scored: int = Field(description="Texts scored.")
+    flagged: int = Field(description=f"Texts scoring at least {FLAG_THRESHOLD}.")
+    max_score: float
+
+
 class Stats(_Result):
-    """Counts, GenAI call latency, tokens and cost over a time window."""
+    """Counts, model-call latency, tokens and cost, PII findings and classifier scores over a window."""
 
     start: datetime
     end: datetime
@@ -170,6 +182,7 @@ class Stats(_Result):
     by_model: list[ModelStats]
     pii_findings: list[PiiStats]
     pii_findings_total: int
+    evaluations: list[EvaluationStats]
 
 
 # --- Filters and cursors ----------------------------------------------------------------------------------
@@ -626,10 +639,24 @@ ORDER BY sum(Count) DESC, EntityType, Source
 """
 
 
+_EVALUATION_TOTALS = """
+SELECT Evaluator, Label, count(), countIf(Score >= {flag:Float32}), max(Score)
+FROM evaluations
+WHERE ProjectId = {project:String}
+  AND Timestamp >= fromUnixTimestamp64Nano({start_ns:Int64})
+  AND Timestamp < fromUnixTimestamp64Nano({end_ns:Int64})
+  AND ({service:Nullable(String)} IS NULL OR ServiceName = {service:Nullable(String)})
+GROUP BY Evaluator, Label
+ORDER BY Evaluator, Label
+"""
+
+
 def get_stats(
     store: Store, *, project_id: str, start: datetime, end: datetime, service: str | None = None
 ) -> Stats:
-    """Traffic, GenAI call latency, tokens and cost (in total and by model) of ``project_id`` in [start, end).
+    """Usage statistics of ``project_id`` in [start, end).
+
+    Traffic; model-call latency, tokens and cost, in total and by model; PII findings; classifier scores.
 
     Raises:
         ValueError: ``end`` is not after ``start``.
@@ -644,6 +671,7 @@ def get_stats(
         "service": service,
         "status_error": STATUS_ERROR,
         "orchestration": _ORCHESTRATION_OPERATIONS,
+        "flag": FLAG_THRESHOLD,
     }
     traces, spans, error_spans = store.query(_TRAFFIC, parameters).result_rows[0]
     by_model = [_model_stats(row) for row in store.query(_CALLS_BY_MODEL, parameters).result_rows]
@@ -668,6 +696,10 @@ def get_stats(
         by_model=by_model,
         pii_findings=pii,
         pii_findings_total=sum(item.count for item in pii),
+        evaluations=[
+            EvaluationStats(name=name, label=label, scored=scored, flagged=flagged, max_score=top)
+            for name, label, scored, flagged, top in store.query(_EVALUATION_TOTALS, parameters).result_rows
+        ],
     )
 
 

@@ -308,7 +308,20 @@ def test_stats_count_latency_tokens_and_cost_by_model(store: Store, insert: Call
             for entity, count, source in [("EMAIL_ADDRESS", 2, "sdk"), ("PHONE_NUMBER", 1, "server")]
         ],
     )
+    insert(
+        evaluations=[
+            Evaluation(
+                project_id=project, timestamp=T0, evaluated_at=T0, trace_id=trace_id(1), span_id=span_id(i),
+                service_name="svc", environment="test", request_model="gpt-4o", target="output",
+                evaluator="toxicity", label="insult", score=score, model_name="m", model_version="1",
+            )
+            for i, (score, project) in enumerate([(0.1, "p1"), (0.5, "p1"), (0.97, "p1"), (0.99, "p2")])
+        ]
+    )  # fmt: skip
     stats = get_stats(store, project_id="p1", **WINDOW)
+    [toxicity] = stats.evaluations
+    assert (toxicity.name, toxicity.label, toxicity.scored, toxicity.flagged) == ("toxicity", "insult", 3, 2)
+    assert toxicity.max_score == pytest.approx(0.97)
     assert (stats.traces, stats.spans, stats.error_spans) == (2, 4, 0)
     assert (stats.llm_calls, stats.llm_errors) == (11, 1)
     assert (stats.input_tokens, stats.output_tokens) == (105, 200)
@@ -340,6 +353,7 @@ def test_stats_count_latency_tokens_and_cost_by_model(store: Store, insert: Call
 
     by_service = get_stats(store, project_id="p1", service="elsewhere", **WINDOW)
     assert (by_service.traces, by_service.llm_calls, by_service.pii_findings_total) == (0, 0, 0)
+    assert by_service.evaluations == []
     assert by_service.cost_usd is None
     assert by_service.latency_ms.p50 is None
 
