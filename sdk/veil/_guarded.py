@@ -34,7 +34,8 @@ class _DuplicateFilter(logging.Filter):
         return True
 
 
-logger.addFilter(_DuplicateFilter())
+_duplicate_filter = _DuplicateFilter()
+logger.addFilter(_duplicate_filter)
 
 _lock = threading.Lock()
 _counts: Counter[tuple[str, str]] = Counter()
@@ -119,6 +120,7 @@ def _add_capture_hook(hook: Callable[[str, BaseException], None]) -> Callable[[]
 
 
 def _reset_counts() -> None:
-    """Forgets every counted failure, so the next one is logged again (test isolation)."""
+    """Forgets every counted failure and the last log record, so the next one is logged again (tests)."""
     with _lock:
         _counts.clear()
+    _duplicate_filter._last = None

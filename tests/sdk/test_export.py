@@ -301,6 +301,18 @@ def test_scrubber_failure_exports_spans_without_content(start_veil: Any) -> None
 
 
 @pytest.mark.veil_internal_errors
+def test_repeated_internal_failures_are_counted_each_time_and_logged_once(
+    start_veil: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    start_veil(scrubber=_FailingScrubber())
+    for i in range(3):
+        work(i)
+        assert veil.flush(5)
+    assert veil.stats()["internal_errors"]["scrub/RuntimeError"] == 3
+    assert caplog.text.count("internal failure in scrub") == 1
+
+
+@pytest.mark.veil_internal_errors
 def test_default_scrubber_fallbacks(monkeypatch: pytest.MonkeyPatch) -> None:
     import types
 

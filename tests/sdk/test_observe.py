@@ -343,3 +343,16 @@ def test_async_generator_abandoned_mid_stream_ends_its_span(start_veil: Any) -> 
     # asyncio cancels the finalizing task at shutdown: the stream ends by CancelledError or by aclose().
     assert span.attributes[sc.VEIL_STREAM_END] in ("error", "closed")
     assert span.attributes[sc.VEIL_STREAM_CHUNKS] == 2
+
+
+def test_span_works_with_async_with(start_veil: Any) -> None:
+    receiver = start_veil()
+
+    async def main() -> None:
+        async with veil.span("fetch", kind="tool", input="q") as span:
+            await asyncio.sleep(0)
+            assert span.is_recording()
+
+    asyncio.run(main())
+    assert veil.flush(5)
+    assert receiver.by_name("execute_tool fetch").attributes[sc.GEN_AI_TOOL_CALL_ARGUMENTS] == '{"input":"q"}'
