@@ -9,6 +9,9 @@ published on ``app.state`` (``settings``, ``store``, ``spool``, ``pipeline``, ``
 Stages after storage are pipeline listeners: the classifier stage (``classifiers_enabled``) scores the
 stored calls and hands its evaluations to the alert engine (``alerts_enabled``), which also receives the
 PII findings and guard decisions of each stored batch.
+
+A spool write or sync error is fatal: every later request gets 503, readiness fails, and
+``app.state.on_spool_failure`` (set by ``server.serve`` to stop the process) is called with the error.
 """
 
 from __future__ import annotations
@@ -87,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_bytes=settings.spool_max_bytes,
             segment_bytes=settings.spool_segment_bytes,
             min_free_bytes=settings.spool_min_free_bytes,
+            on_failure=getattr(app.state, "on_spool_failure", None),
         )
         spool.start()
         scrubber = _server_scrubber(settings)

@@ -4,17 +4,29 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 
 import uvicorn
 
 from veil_collector.app import create_app
 from veil_collector.config import Settings
 
+logger = logging.getLogger(__name__)
+
+
+def _stop_process(exc: BaseException) -> None:
+    # Never acknowledge after a failed sync: stop, and let the supervisor restart on a recovered spool.
+    logger.critical("spool failed (%s): stopping the collector", exc)
+    os.kill(os.getpid(), signal.SIGTERM)
+
 
 def serve(settings: Settings) -> None:
-    """Serve the collector on ``settings.host:settings.port`` until interrupted."""
+    """Serve the collector on ``settings.host:settings.port`` until interrupted or the spool fails."""
+    app = create_app(settings)
+    app.state.on_spool_failure = _stop_process
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_level="info",

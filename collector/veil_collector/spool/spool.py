@@ -29,7 +29,7 @@ import shutil
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +103,8 @@ class Spool:
         segment_bytes: a segment is sealed and a new one started once it reaches this size.
         min_free_bytes: ``append`` raises ``SpoolFull`` while the spool's file system has less free space:
             a full disk would otherwise turn into a failed write, which is fatal.
+        on_failure: called once, on the writer thread, with the error that made the spool fail (the
+            server uses it to exit, so that a supervisor restarts it on a recovered spool).
 
     ``append`` may be called from any thread; ``read`` and ``checkpoint`` from one reader thread.
     Call ``start`` before appending and ``close`` to stop the writer after it committed what is queued.
@@ -115,6 +117,7 @@ class Spool:
         max_bytes: int,
         segment_bytes: int = 64 * 1024 * 1024,
         min_free_bytes: int = 0,
+        on_failure: Callable[[BaseException], None] | None = None,
     ) -> None:
         if segment_bytes <= 0 or max_bytes <= 0 or min_free_bytes < 0:
             raise ValueError("max_bytes and segment_bytes must be positive, min_free_bytes not negative")
@@ -122,6 +125,7 @@ class Spool:
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
         self.min_free_bytes = min_free_bytes
+        self._on_failure = on_failure
         self._cv = threading.Condition()
         self._pending: list[tuple[bytes, Future[int]]] = []
         self._segments: list[_Segment] = []
@@ -310,6 +314,8 @@ class Spool:
             self._cv.notify_all()
         for _, future in group:
             future.set_exception(SpoolFailed(f"spool write failed: {exc}"))
+        if self._on_failure is not None:
+            self._on_failure(exc)
 
     def close(self) -> None:
         """Commit what is queued, stop the writer and close the active segment."""

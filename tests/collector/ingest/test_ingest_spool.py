@@ -104,7 +104,8 @@ def test_a_failed_sync_is_fatal(tmp_path, monkeypatch):
     def broken(fd: int) -> None:
         raise OSError(5, "Input/output error")
 
-    spool = open_spool(tmp_path)
+    failures: list[BaseException] = []
+    spool = open_spool(tmp_path, on_failure=failures.append)
     monkeypatch.setattr(os, "fdatasync", broken)
     future = spool.append("p", b"body")
 
@@ -113,6 +114,7 @@ def test_a_failed_sync_is_fatal(tmp_path, monkeypatch):
     with pytest.raises(SpoolFailed):
         spool.append("p", b"again")
     assert spool.failed is not None
+    assert [str(error) for error in failures] == ["[Errno 5] Input/output error"]
 
 
 def test_the_cap_refuses_appends_until_records_are_drained(tmp_path):
