@@ -278,7 +278,9 @@ def _summary(stats: dict[str, Any], traces: list[dict[str, Any]]) -> Panel:
     overview.add_row("Spans", f"{stats['spans']} ({stats['error_spans']} with errors)")
     overview.add_row("Model calls", f"{stats['llm_calls']} ({stats['llm_errors']} failed)")
     overview.add_row("Tokens", f"{stats['input_tokens']} in, {stats['output_tokens']} out")
-    overview.add_row("Cost", f"{_usd(stats['cost_usd'])} ({stats['unpriced_calls']} calls without a price)")
+    unpriced = stats["unpriced_calls"]
+    plural = "" if unpriced == 1 else "s"
+    overview.add_row("Cost", f"{_usd(stats['cost_usd'])} ({unpriced} call{plural} without a price)")
     overview.add_row(
         "Call latency",
         f"p50 {_ms(latency['p50'])} ms, p95 {_ms(latency['p95'])} ms, p99 {_ms(latency['p99'])} ms",
