@@ -262,12 +262,18 @@ class Pipeline:
         stored = StoredBatch(
             calls=flat.calls, pii_findings=flat.pii_findings, guard_decisions=flat.guard_decisions
         )
-        while not self._stopping.is_set():
+        # Blocks while the listeners are behind (backpressure). At shutdown the dispatcher still empties
+        # the queue, so the batch is handed over unless a listener stays blocked.
+        while True:
             try:
                 self._handoff.put(stored, timeout=0.5)
                 break
             except queue.Full:
-                continue
+                if self._stopping.is_set():
+                    logger.warning(
+                        "pipeline: batch [%d, %d) stored but not handed to blocked listeners", first, last
+                    )
+                    break
 
     def _insert(self, flat: FlatBatch, first: int, last: int, *, verify: bool) -> None:
         for table, columns, rows in flat.tables():
