@@ -579,9 +579,12 @@ def find_patterns_many(texts: Sequence[str], entities: frozenset[str]) -> list[l
             for text in texts[i:j]:
                 starts.append(pos)
                 pos += len(text) + len(_SEPARATOR)
-            for span in find_patterns(_SEPARATOR.join(texts[i:j]), entities):
-                k = bisect_right(starts, span.start) - 1
-                base, length = starts[k], len(texts[i + k])
-                out[i + k].append(span._replace(start=span.start - base, end=min(span.end - base, length)))
+            k = 0
+            for start, end, entity_type, detector in find_patterns(_SEPARATOR.join(texts[i:j]), entities):
+                if k + 1 < len(starts) and start >= starts[k + 1]:  # spans come in text order
+                    k = bisect_right(starts, start, k) - 1
+                base = starts[k]
+                end = min(end - base, len(texts[i + k]))
+                out[i + k].append(EntitySpan(start - base, end, entity_type, detector))
         i = j
     return out

@@ -161,18 +161,25 @@ class Scrubber:
         for i, skeleton in enumerate(skeletons):
             owners.extend([i] * (_count_leaves(skeleton) if not isinstance(skeleton, _Leaf) else 1))
         spans = self.analyze(texts)
-        maps = [self._registry.for_trace(t) for t in trace_ids]
-        counters = [Counter() for _ in values]
+        # Numbering maps and counters are made only for values with findings (most have none).
+        maps: dict[int, Any] = {}
+        counters: dict[int, Counter[tuple[str, str]]] = {}
         scrubbed = []
-        for i, text in enumerate(texts):
-            owner = owners[i]
-            scrubbed.append(self._replace(text, spans[i], maps[owner], counters[owner]))
+        for text, text_spans, owner in zip(texts, spans, owners, strict=True):
+            if not text_spans:
+                scrubbed.append(text)
+                continue
+            trace_map = maps.get(owner)
+            if trace_map is None:
+                trace_map = maps[owner] = self._registry.for_trace(trace_ids[owner])
+            counter = counters.setdefault(owner, Counter())
+            scrubbed.append(self._replace(text, text_spans, trace_map, counter))
         return [
             ScrubResult(
                 _assemble(skeleton, scrubbed),
-                tuple(Finding(t, n, d) for (t, d), n in sorted(counter.items())),
+                tuple(Finding(t, n, d) for (t, d), n in sorted(counters[i].items())) if i in counters else (),
             )
-            for skeleton, counter in zip(skeletons, counters, strict=True)
+            for i, skeleton in enumerate(skeletons)
         ]
 
     def analyze(self, texts: Sequence[str]) -> list[list[EntitySpan]]:
