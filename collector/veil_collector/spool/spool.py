@@ -236,6 +236,9 @@ class Spool:
         """
         payload = encode_payload(project_id, body, time.time_ns())
         future: Future[int] = Future()
+        # Running futures cannot be cancelled: a client that disconnects (cancelling its awaiting task)
+        # must not make the writer's set_result fail; the record is written either way.
+        future.set_running_or_notify_cancel()
         with self._cv:
             if self._failed is not None:
                 raise SpoolFailed(f"spool write failed earlier: {self._failed}")

@@ -232,3 +232,12 @@ def test_appends_are_refused_below_the_free_disk_floor(tmp_path):
         spool.append("p", b"x")
     assert spool.full
     spool.close()
+
+
+def test_a_cancelled_waiter_does_not_stop_the_writer(tmp_path):
+    spool = open_spool(tmp_path)
+    future = spool.append("p", b"first")
+    future.cancel()  # what asyncio does when the client disconnects while the handler awaits
+
+    assert append_all(spool, [b"second"])[0] == future.result(timeout=10) + 1
+    spool.close()

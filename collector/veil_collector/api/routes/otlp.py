@@ -9,7 +9,6 @@ the request's encoding (JSON when the encoding itself is unsupported); throttlin
 from __future__ import annotations
 
 import asyncio
-import logging
 
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -25,8 +24,6 @@ from veil_collector.receiver import (
     negotiate_encoding,
 )
 from veil_collector.spool import SpoolFailed, SpoolFull
-
-logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["otlp"])
 
