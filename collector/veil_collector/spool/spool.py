@@ -271,7 +271,7 @@ class Spool:
             try:
                 first_seq = HEADER.unpack_from(group[0][0])[3]
                 written = self._write_group(first_seq, b"".join(frame for frame, _ in group))
-            except OSError as exc:
+            except Exception as exc:  # an I/O error (or a bug): fatal, never acknowledge what was not synced
                 self._fail(exc, group)
                 return
             SPOOL_FSYNC.observe(time.perf_counter() - started)
