@@ -19,7 +19,8 @@ from veil_collector.guard.decisions import DecisionLog
 from veil_collector.guard.scoring import ScoreItem, Scorer, TextScores
 from veil_collector.guard.service import GuardService
 
-WORDS = "the you are idiot nice day hello world good bad stupid love hate people thanks help".split()  # noqa: SIM905
+_VOCABULARY = "the you are idiot nice day hello world good bad stupid love hate people thanks help"
+WORDS = _VOCABULARY.split()
 
 
 class RecordingScorer(Scorer):

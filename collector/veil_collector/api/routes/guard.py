@@ -9,12 +9,13 @@ queue a 503 with ``Retry-After``.
 from __future__ import annotations
 
 import threading
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from veil_collector.api.deps import ProjectDep, SettingsDep, StoreDep
+from veil_collector.api.deps import ProjectDep
 from veil_collector.guard.batcher import Overloaded
 from veil_collector.guard.decisions import DecisionLog
 from veil_collector.guard.service import GuardService, RequestContext
@@ -27,20 +28,24 @@ MAX_TOTAL_CHARS = 1_000_000
 _build_lock = threading.Lock()
 
 
-def get_guard_service(request: Request, settings: SettingsDep, store: StoreDep) -> GuardService:
+def _build_service(state: Any) -> GuardService:
+    with _build_lock:
+        service = getattr(state, "guard", None)
+        if service is None:
+            service = GuardService.from_settings(state.settings, decisions=DecisionLog(state.store))
+            state.guard = service
+        return service
+
+
+async def get_guard_service(request: Request) -> GuardService:
     """The app's guard service (``app.state.guard``), built from the settings on first use if absent.
 
-    A sync dependency on purpose: FastAPI runs it on its threadpool, so a first-use model load never
-    blocks the event loop.
+    Async, and reading ``app.state`` directly, so the hot path costs no threadpool hop; the first-use
+    build (a model load) runs on the threadpool and never blocks the event loop.
     """
-    state = request.app.state
-    service = getattr(state, "guard", None)
+    service = getattr(request.app.state, "guard", None)
     if service is None:
-        with _build_lock:
-            service = getattr(state, "guard", None)
-            if service is None:
-                service = GuardService.from_settings(settings, decisions=DecisionLog(store))
-                state.guard = service
+        service = await run_in_threadpool(_build_service, request.app.state)
     return service
 
 
