@@ -79,6 +79,8 @@ POSITIVES = [
     ("SECRET", 'config password="hunter2!x"', "hunter2!x"),
     ("SECRET", "client_secret: q8Zr2LmX0pT7vB4nK9sW", "q8Zr2LmX0pT7vB4nK9sW"),
     ("SECRET", "API_TOKEN=Zx8fK2pQ9rT4vW7yB3nM6", "Zx8fK2pQ9rT4vW7yB3nM6"),
+    ("SECRET", "apikey: 'Zx8fK2pQ9rT4vW7yB3nM6'", "Zx8fK2pQ9rT4vW7yB3nM6"),
+    ("SECRET", "Ünïcödé Passwort, Password: s3cr3t-Ünï", "s3cr3t-Ünï"),
 ]
 
 
@@ -111,6 +113,7 @@ NEGATIVES = [
     ("sk- prose", "the sk-learn-compatible-estimators-here package"),
     ("password word", "the password field is required"),
     ("low-entropy token", "token: aaaaaaaaaaaaaaaaaaaa"),
+    ("keyword inside a word", "monkey: Zx8fK2pQ9rT4vW7yB3nM6"),
     ("email lookalike", "at @handle and foo@bar"),
     ("digits in word", "order ID12345678901 and ABC-123-456-7890X"),
 ]

@@ -15,7 +15,7 @@ from collections import OrderedDict
 
 from veil.pii.entities import CREDIT_CARD, EMAIL_ADDRESS, IBAN_CODE, PHONE_NUMBER, US_SSN, placeholder_label
 
-__all__ = ["Operator", "PlaceholderRegistry", "normalize", "pseudonym"]
+__all__ = ["Operator", "PlaceholderRegistry", "TraceNumbering", "normalize", "pseudonym"]
 
 _NON_DIGITS = re.compile(r"[^0-9]+")
 
@@ -59,17 +59,17 @@ class PlaceholderRegistry:
             raise ValueError("max_traces and max_values_per_trace must be at least 1")
         self._max_traces = max_traces
         self._max_values = max_values_per_trace
-        self._traces: OrderedDict[str, _TraceMap] = OrderedDict()
+        self._traces: OrderedDict[str, TraceNumbering] = OrderedDict()
         self._lock = threading.Lock()
 
-    def for_trace(self, trace_id: str | None) -> _TraceMap:
+    def for_trace(self, trace_id: str | None) -> TraceNumbering:
         """Return the numbering for ``trace_id``; ``None`` gives a fresh, unshared numbering."""
         if trace_id is None:
-            return _TraceMap(self._max_values)
+            return TraceNumbering(self._max_values)
         with self._lock:
             trace_map = self._traces.get(trace_id)
             if trace_map is None:
-                trace_map = self._traces[trace_id] = _TraceMap(self._max_values)
+                trace_map = self._traces[trace_id] = TraceNumbering(self._max_values)
                 if len(self._traces) > self._max_traces:
                     self._traces.popitem(last=False)
             else:
@@ -80,7 +80,9 @@ class PlaceholderRegistry:
         return len(self._traces)
 
 
-class _TraceMap:
+class TraceNumbering:
+    """The value -> number map of one trace (or of one call without a trace id)."""
+
     __slots__ = ("_counters", "_lock", "_max_values", "_numbers")
 
     def __init__(self, max_values: int) -> None:
@@ -90,6 +92,7 @@ class _TraceMap:
         self._lock = threading.Lock()
 
     def placeholder(self, entity_type: str, value: str) -> str:
+        """Return ``[LABEL_n]`` for the value: the same n for the same normalized value."""
         key = (entity_type, normalize(entity_type, value))
         with self._lock:
             number = self._numbers.get(key)

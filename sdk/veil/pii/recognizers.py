@@ -139,49 +139,47 @@ def _looks_random(value: str, min_entropy: float = 3.0) -> bool:
     return has_digit and has_alpha and shannon_entropy(value) >= min_entropy
 
 
-# (substring that must occur, expression, entity type, validator of the whole match or None)
-_PREFIXED: tuple[tuple[str, re.Pattern[str], str, Callable[[str], bool] | None], ...] = (
-    ("sk-ant-", re.compile(r"sk-ant-(?:api|admin|oat|sid)\d{2}-[A-Za-z0-9_\-]{20,512}"), API_KEY, None),
+def _openai_or_anthropic(key: str) -> bool:
+    return key.startswith("sk-ant-") or _looks_random(key[3:])
+
+
+# (expression, validator of the whole match or None, characters one of which must precede the match and
+# belongs to the key, or "" for none). Every expression starts with a literal, so a scan costs about as
+# much as a substring test: no prefilter is needed.
+_PREFIXED: tuple[tuple[re.Pattern[str], Callable[[str], bool] | None, str], ...] = (
     (
-        "sk-",
-        re.compile(r"sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,512}"),
-        API_KEY,
-        lambda v: _looks_random(v[3:]),
+        re.compile(
+            r"sk-(?:ant-(?:api|admin|oat|sid)[0-9]{2}-[A-Za-z0-9_\-]{20,512}"
+            r"|(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,512})"
+        ),
+        _openai_or_anthropic,
+        "",
     ),
-    ("AKIA", re.compile(r"AKIA[A-Z0-9]{16}(?![A-Za-z0-9])"), API_KEY, None),
-    ("ASIA", re.compile(r"ASIA[A-Z0-9]{16}(?![A-Za-z0-9])"), API_KEY, None),
-    ("gh", re.compile(r"gh[pousr]_[A-Za-z0-9]{36,255}"), API_KEY, None),
-    ("github_pat_", re.compile(r"github_pat_[A-Za-z0-9_]{22,255}"), API_KEY, None),
-    ("xox", re.compile(r"xox[abposre]-(?:[0-9]+-)?[A-Za-z0-9\-]{10,255}"), API_KEY, None),
+    (re.compile(r"A(?:KIA|SIA)[A-Z0-9]{16}(?![A-Za-z0-9])"), None, ""),  # AWS access key ids
+    (re.compile(r"gh(?:[pousr]_[A-Za-z0-9]{36,255}|ithub_pat_[A-Za-z0-9_]{22,255})"), None, ""),
+    (re.compile(r"xox[abposre]-(?:[0-9]+-)?[A-Za-z0-9\-]{10,255}"), None, ""),  # Slack tokens
     (
-        "hooks.slack.com",
         re.compile(r"https://hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9/_\-]{20,255}"),
-        API_KEY,
         None,
+        "",
     ),
-    ("AIza", re.compile(r"AIza[0-9A-Za-z_\-]{35}"), API_KEY, None),
-    ("k_", re.compile(r"[rs]k_(?:live|test)_[0-9A-Za-z]{16,255}"), API_KEY, None),
+    (re.compile(r"AIza[0-9A-Za-z_\-]{35}"), None, ""),  # Google API keys
+    (re.compile(r"k_(?:live|test)_[0-9A-Za-z]{16,255}"), None, "rs"),  # Stripe sk_/rk_ keys
 )
 
 
-# Needles that contain another needle are tested only when the shorter one occurs.
-_NEEDLE_PARENTS = {"sk-ant-": "sk-", "github_pat_": "gh", "hooks.slack.com": "://"}
-
-
 def _prefixed_secrets(text: str, out: list[EntitySpan]) -> None:
-    present: dict[str, bool] = {}
-    for needle, pattern, entity_type, validate in _PREFIXED:
-        parent = _NEEDLE_PARENTS.get(needle)
-        if parent is not None and not present.get(parent, parent in text):
-            continue
-        present[needle] = needle in text
-        if not present[needle]:
-            continue
+    for pattern, validate, lead in _PREFIXED:
         for m in pattern.finditer(text):
-            if _word_char_before(text, m.start()):
+            start = m.start()
+            if lead:
+                if not text[start - 1 : start] or text[start - 1] not in lead:
+                    continue
+                start -= 1
+            if _word_char_before(text, start):
                 continue
             if validate is None or validate(m.group()):
-                out.append(EntitySpan(m.start(), m.end(), entity_type, PATTERN))
+                out.append(EntitySpan(start, m.end(), API_KEY, PATTERN))
 
 
 _B64URL_RUN = re.compile(r"[A-Za-z0-9_\-]*")
@@ -235,28 +233,26 @@ def _private_keys(text: str, out: list[EntitySpan]) -> None:
 
 # --- keyword-anchored secrets ----------------------------------------------------------------------------
 
-_PASSWORD_WORDS = ("password", "passwd", "passphrase", "pwd")
-_SECRET_WORDS = ("secret", "token", "key", "credential")
+_PASSWORD_WORDS = (b"password", b"passwd", b"passphrase", b"pwd")
+_SECRET_WORDS = (b"secret", b"token", b"key", b"apikey", b"credential")
 _ASSIGNED_VALUE = re.compile(
     r"""[\w\-]{0,32}["']?\s{0,4}(?::=|=>|[:=]|\s(is)\s)\s{0,4}["']?([^\s"'`,;&<>(){}\[\]\x00]{4,256})"""
 )
 
 
 def _keyword_secrets(text: str, out: list[EntitySpan]) -> None:
-    lowered: str | None = None
+    # Keywords are ASCII: search a Latin-1 byte copy lowered in one C pass. One byte per character keeps
+    # the offsets of ``text``; characters outside Latin-1 become "?", which is no keyword and no word.
+    lowered = text.encode("latin-1", "replace").lower()
     for words, is_password in ((_PASSWORD_WORDS, True), (_SECRET_WORDS, False)):
         for word in words:
-            if lowered is None:
-                # Offsets in the lowered text must match the original: U+0130 is the one character whose
-                # lower case is two characters long.
-                lowered = text.replace("\u0130", "i").lower()
             if word not in lowered:
                 continue
             start = 0
             while (hit := lowered.find(word, start)) != -1:
                 start = hit + len(word)
-                if _word_char_before(lowered, hit) and lowered[hit - 1] not in "_-":
-                    continue
+                if lowered[hit - 1 : hit].isalnum():
+                    continue  # inside a word ("monkey"); "api_key" and "x-token" are fine
                 m = _ASSIGNED_VALUE.match(text, start)
                 if m is None:
                     continue

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 from veil.pii.entities import DEFAULT_NER_ENTITIES, NER_ENTITIES, PATTERN_ENTITIES, EntitySpan
 from veil.pii.ner import DEFAULT_SPACY_MODEL, NerTier
-from veil.pii.operators import Operator, PlaceholderRegistry, pseudonym
+from veil.pii.operators import Operator, PlaceholderRegistry, TraceNumbering, pseudonym
 from veil.pii.recognizers import find_patterns_many
 
 __all__ = ["DEPTH_MARKER", "TRUNCATION_MARKER", "Finding", "ScrubConfig", "ScrubResult", "Scrubber"]
@@ -156,13 +156,15 @@ class Scrubber:
         elif len(trace_ids) != len(values):
             raise ValueError(f"got {len(trace_ids)} trace ids for {len(values)} values")
         texts: list[str] = []
-        skeletons = [self._decompose(value, texts, 0) for value in values]
-        owners: list[int] = []
-        for i, skeleton in enumerate(skeletons):
-            owners.extend([i] * (_count_leaves(skeleton) if not isinstance(skeleton, _Leaf) else 1))
+        skeletons = []
+        owners: list[int] = []  # the index of the value each text came from
+        for i, value in enumerate(values):
+            first = len(texts)
+            skeletons.append(self._decompose(value, texts, 0))
+            owners.extend([i] * (len(texts) - first))
         spans = self.analyze(texts)
         # Numbering maps and counters are made only for values with findings (most have none).
-        maps: dict[int, Any] = {}
+        maps: dict[int, TraceNumbering] = {}
         counters: dict[int, Counter[tuple[str, str]]] = {}
         scrubbed = []
         for text, text_spans, owner in zip(texts, spans, owners, strict=True):
@@ -195,7 +197,9 @@ class Scrubber:
                     spans[i] = _merge(spans[i], ner_spans, texts[i])
         return spans
 
-    def _replace(self, text: str, spans: list[EntitySpan], trace_map: Any, counter: Counter) -> str:
+    def _replace(
+        self, text: str, spans: list[EntitySpan], trace_map: TraceNumbering, counter: Counter[tuple[str, str]]
+    ) -> str:
         if not spans:
             return text
         parts: list[str] = []
@@ -259,18 +263,6 @@ class Scrubber:
         if isinstance(value, list | tuple):
             return type(value)(self._decompose(v, texts, depth + 1) for v in value)
         return value
-
-
-def _count_leaves(skeleton: Any) -> int:
-    if isinstance(skeleton, _Leaf):
-        return 1
-    if isinstance(skeleton, _JsonText):
-        return _count_leaves(skeleton.skeleton)
-    if isinstance(skeleton, dict):
-        return sum(_count_leaves(v) for v in skeleton.values())
-    if isinstance(skeleton, list | tuple):
-        return sum(_count_leaves(v) for v in skeleton)
-    return 0
 
 
 def _assemble(skeleton: Any, texts: list[str]) -> Any:
