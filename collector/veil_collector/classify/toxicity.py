@@ -3,8 +3,13 @@
 ``Detoxify.predict`` pads a whole list to its longest text and runs it as one forward pass, so callers must
 chunk, and one long text makes every text in its chunk pay for its length. :class:`ToxicityClassifier`
 instead tokenizes once, sorts by token length, cuts length-homogeneous batches of at most ``batch_size``
-texts, pads each batch only to its own longest text, runs under ``torch.inference_mode()`` (bf16 autocast on
-CUDA), applies a sigmoid and returns the scores in the caller's order.
+texts, pads each batch only to its own longest text, runs under ``torch.inference_mode()`` with bf16
+autocast where the hardware computes in bf16 natively, applies a sigmoid and returns the scores in the
+caller's order.
+
+Precision: ``auto`` means bf16 autocast on CUDA (Ampere or later) and on CPUs with native bf16
+instructions (AVX512-BF16 or AMX), fp32 elsewhere; ``fp32`` and ``bf16`` force one. Autocast keeps layer
+norms, softmax and the sigmoid in fp32; on a bert-base model bf16 scores differ from fp32 ones by about 1e-3.
 
 Truncation: texts are cut at 512 tokens (BERT/RoBERTa position limit, the same limit detoxify's models were
 trained with); anything after the first 512 tokens of a long response is not scored.
@@ -15,8 +20,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -27,12 +33,27 @@ logger = logging.getLogger(__name__)
 
 MAX_TOKENS = 512
 
+Precision = Literal["auto", "fp32", "bf16"]
+
 
 def resolve_device(device: str = "auto") -> torch.device:
     """``auto`` picks CUDA when available, else the CPU; any other value is passed to ``torch.device``."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 matrix products natively (CUDA, or a CPU with AVX512-BF16 or AMX)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_capability(device) >= (8, 0)  # Ampere and later
+    if device.type != "cpu":
+        return False
+    # torch.cpu's feature probes are private but long-standing; a missing probe counts as "no".
+    probes = (
+        getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    )
+    return any(probe() for probe in probes if probe is not None)
 
 
 class ToxicityClassifier:
@@ -52,6 +73,7 @@ class ToxicityClassifier:
         name: stored as ``ModelName``.
         version: stored as ``ModelVersion``.
         batch_size: most texts per forward pass.
+        precision: ``auto``, ``fp32`` or ``bf16`` (see the module docstring).
     """
 
     def __init__(
@@ -64,6 +86,7 @@ class ToxicityClassifier:
         name: str,
         version: str,
         batch_size: int = 64,
+        precision: Precision = "auto",
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1; got {batch_size}")
@@ -75,6 +98,7 @@ class ToxicityClassifier:
         self.version = version
         self.batch_size = batch_size
         self.device = next(model.parameters()).device
+        self.bf16 = precision == "bf16" or (precision == "auto" and native_bf16(self.device))
         positions = getattr(model.config, "max_position_embeddings", MAX_TOKENS)
         self.max_length = min(MAX_TOKENS, positions)
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -82,7 +106,9 @@ class ToxicityClassifier:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_loaded(cls, loaded: LoadedModel, *, batch_size: int = 64) -> ToxicityClassifier:
+    def from_loaded(
+        cls, loaded: LoadedModel, *, batch_size: int = 64, precision: Precision = "auto"
+    ) -> ToxicityClassifier:
         """Wrap a model loaded by :func:`~veil_collector.classify.loader.load_model`."""
         return cls(
             loaded.detoxify.model,
@@ -92,6 +118,7 @@ class ToxicityClassifier:
             name=loaded.name,
             version=loaded.version,
             batch_size=batch_size,
+            precision=precision,
         )
 
     def predict(self, texts: Sequence[str]) -> list[dict[str, float]]:
@@ -108,10 +135,7 @@ class ToxicityClassifier:
             )["input_ids"]
             order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
             outputs: list[torch.Tensor] = []
-            autocast = (
-                torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else nullcontext()
-            )
-            with torch.inference_mode(), autocast:
+            with torch.inference_mode(), self._autocast():
                 for start in range(0, len(order), self.batch_size):
                     input_ids, attention_mask = self._collate(
                         [ids[i] for i in order[start : start + self.batch_size]]
@@ -123,6 +147,11 @@ class ToxicityClassifier:
         scores = torch.empty_like(sorted_scores)
         scores[torch.tensor(order)] = sorted_scores
         return [dict(zip(self._all_labels, row, strict=False)) for row in scores.tolist()]
+
+    def _autocast(self) -> AbstractContextManager[object]:
+        if self.bf16:
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return nullcontext()
 
     def _collate(self, batch: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(seq) for seq in batch)
@@ -142,6 +171,7 @@ def load_toxicity_classifier(
     models_dir: Path | None = None,
     device: str = "auto",
     batch_size: int = 64,
+    precision: Precision = "auto",
     allow_fallback: bool = True,
 ) -> TextClassifier:
     """The toxicity classifier the collector runs: the detoxify ``model``, or the offline fallback.
@@ -153,6 +183,7 @@ def load_toxicity_classifier(
         models_dir: the offline models folder (``VEIL_MODELS_DIR``).
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         batch_size: most texts per forward pass.
+        precision: ``auto``, ``fp32`` or ``bf16`` (see the module docstring).
         allow_fallback: when False, raise instead of falling back.
 
     Raises:
@@ -181,12 +212,13 @@ def load_toxicity_classifier(
             source.name,
         )
         return fallback
-    classifier = ToxicityClassifier.from_loaded(loaded, batch_size=batch_size)
+    classifier = ToxicityClassifier.from_loaded(loaded, batch_size=batch_size, precision=precision)
     logger.info(
-        "toxicity model %s (%s) on %s; labels: %s; identity heads: %s",
+        "toxicity model %s (%s) on %s, %s; labels: %s; identity heads: %s",
         classifier.name,
         classifier.version,
         target,
+        "bf16" if classifier.bf16 else "fp32",
         ", ".join(classifier.labels),
         ", ".join(classifier.identity_labels) or "none (lexicon)",
     )

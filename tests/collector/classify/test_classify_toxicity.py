@@ -65,7 +65,7 @@ def test_unbiased_identity_heads_are_labels_too(models_dir: Path) -> None:
 
 def test_batched_scores_equal_one_by_one_in_original_order(models_dir: Path) -> None:
     loaded = load_model(resolve_model("original", models_dir))
-    classifier = ToxicityClassifier.from_loaded(loaded, batch_size=4)
+    classifier = ToxicityClassifier.from_loaded(loaded, batch_size=4, precision="fp32")
     texts = _texts(23)
     batched = classifier.predict(texts)
     assert len(batched) == len(texts)
@@ -80,7 +80,7 @@ def test_batched_scores_equal_one_by_one_in_original_order(models_dir: Path) -> 
 
 def test_matches_detoxify_predict_on_short_texts(models_dir: Path) -> None:
     loaded = load_model(resolve_model("original", models_dir))
-    classifier = ToxicityClassifier.from_loaded(loaded, batch_size=3)
+    classifier = ToxicityClassifier.from_loaded(loaded, batch_size=3, precision="fp32")
     texts = [*_texts(12)[:4], "you are stupid", "nice day"]
     ours = classifier.predict(texts)
     reference = loaded.detoxify.predict(texts)
@@ -90,7 +90,7 @@ def test_matches_detoxify_predict_on_short_texts(models_dir: Path) -> None:
 
 
 def test_truncates_at_512_tokens(models_dir: Path) -> None:
-    classifier = load_toxicity_classifier("original", models_dir=models_dir, device="cpu")
+    classifier = load_toxicity_classifier("original", models_dir=models_dir, device="cpu", precision="fp32")
     long = " ".join(["hello"] * 600)
     longer = long + " stupid idiot" * 200
     (a, b) = classifier.predict([long, longer])
@@ -121,3 +121,14 @@ def test_auto_device_is_cpu_without_cuda(models_dir: Path) -> None:
     classifier = load_toxicity_classifier("original", models_dir=models_dir, device="auto")
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert classifier.device.type == expected
+
+
+def test_bf16_autocast_stays_close_to_fp32(models_dir: Path) -> None:
+    loaded = load_model(resolve_model("original", models_dir))
+    fp32 = ToxicityClassifier.from_loaded(loaded, precision="fp32")
+    bf16 = ToxicityClassifier.from_loaded(loaded, precision="bf16")
+    assert (fp32.bf16, bf16.bf16) == (False, True)
+    texts = _texts(12)
+    for exact, rounded in zip(fp32.predict(texts), bf16.predict(texts), strict=True):
+        # Loose: the tiny model's huge random weights amplify rounding (bert-base: about 1e-3).
+        assert rounded == pytest.approx(exact, abs=5e-2)
