@@ -67,13 +67,12 @@ class NerTier:
         self.score_threshold = score_threshold
         self.batch_size = batch_size
         self._engine: Any = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards loading and inference: a spaCy pipeline is not thread-safe
 
     def _load(self) -> Any:
-        with self._lock:
-            if self._engine is None:
-                self._engine = self._build()
-            return self._engine
+        if self._engine is None:
+            self._engine = self._build()
+        return self._engine
 
     def check_available(self) -> None:
         """Raise :class:`NerUnavailableError` unless Presidio, spaCy and the model are installed.
@@ -118,20 +117,24 @@ class NerTier:
 
     def warm_up(self) -> None:
         """Load the model now rather than on the first batch (raises :class:`NerUnavailableError`)."""
-        self._load()
+        with self._lock:
+            self._load()
 
     def analyze(self, texts: Sequence[str]) -> list[list[EntitySpan]]:
-        """Return the entities of each text, in input order, as non-overlapping spans sorted by start."""
+        """Return the entities of each text, in input order, as non-overlapping spans sorted by start.
+
+        Thread-safe; concurrent callers take turns (the model runs one batch at a time).
+        """
         if not texts:
             return []
-        engine = self._load()
-        results = engine.analyze_iterator(
-            list(texts),
-            language="en",
-            batch_size=self.batch_size,
-            entities=sorted(self.entities),
-            score_threshold=self.score_threshold,
-        )
+        with self._lock:
+            results = self._load().analyze_iterator(
+                list(texts),
+                language="en",
+                batch_size=self.batch_size,
+                entities=sorted(self.entities),
+                score_threshold=self.score_threshold,
+            )
         out: list[list[EntitySpan]] = []
         for per_text in results:
             spans = sorted(

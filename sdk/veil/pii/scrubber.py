@@ -203,34 +203,35 @@ class Scrubber:
         if not spans:
             return text
         parts: list[str] = []
-        swept: dict[str, tuple[str, str, EntitySpan]] = {}
+        swept: dict[str, tuple[str, tuple[str, str]]] = {}  # value -> (replacement, finding key)
         pos = 0
-        for span in spans:
-            value = text[span.start : span.end]
-            operator = self._operators.get(span.entity_type, self._default_operator)
+        operators, default = self._operators, self._default_operator
+        for start, end, entity_type, detector in spans:
+            value = text[start:end]
+            operator = operators.get(entity_type, default)
             if operator is Operator.PLACEHOLDER:
-                replacement = trace_map.placeholder(span.entity_type, value)
+                replacement = trace_map.placeholder(entity_type, value)
             elif operator is Operator.MASK:
                 replacement = self.config.mask_char * len(value)
             elif operator is Operator.PSEUDONYM:
-                replacement = pseudonym(self._secret, span.entity_type, value)  # type: ignore[arg-type]
+                replacement = pseudonym(self._secret, entity_type, value)  # type: ignore[arg-type]
             else:
                 replacement = ""
-            if span.detector == "pattern":
-                swept.setdefault(value, (value, replacement, span))
-            parts.append(text[pos : span.start])
+            key = (entity_type, detector)
+            if detector == "pattern":
+                swept.setdefault(value, (replacement, key))
+            parts.append(text[pos:start])
             parts.append(replacement)
-            pos = span.end
-            counter[(span.entity_type, span.detector)] += 1
+            pos = end
+            counter[key] += 1
         parts.append(text[pos:])
         out = "".join(parts)
         # A value found once may also occur where no recognizer accepted it ("ID555-123-4567"): replace
         # every remaining occurrence of each pattern-detected value as well.
-        for value, replacement, span in swept.values():
+        for value, (replacement, key) in swept.items():
             if value in out:
-                occurrences = out.count(value)
+                counter[key] += out.count(value)
                 out = out.replace(value, replacement)
-                counter[(span.entity_type, span.detector)] += occurrences
         return out
 
     def _decompose(self, value: Any, texts: list[str], depth: int) -> Any:
