@@ -291,7 +291,8 @@ _MAC_TAILS = tuple(
                rf"{sep}[0-9A-Fa-f]{{2}}(?![0-9A-Za-z])")
     for sep in (":", "-")
 )  # fmt: skip
-_V6_SEED = re.compile(r":[0-9A-Fa-f]{0,4}:")
+# "::" or three colons around hex groups: clock times ("11:34:35") are not seeds.
+_V6_SEED = re.compile(r":(?::|[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{0,4}:)")
 _V6_CHARS_REVERSED = re.compile(r"[0-9A-Fa-f:.]{0,45}")
 _V6_CHARS = re.compile(r"[0-9A-Fa-f:.]{0,45}")
 
@@ -453,6 +454,8 @@ def _number(text: str, base: int, blob: str, out: list[EntitySpan]) -> None:
     if len(runs) > 2:
         tries.append((1, len(runs) - 1))
     for first, last in tries:
+        if sum(end - start for start, end in runs[first:last]) < 7:
+            continue  # too few digits for any numeric entity
         lo = 0 if first == 0 else runs[first][0]
         hi = len(blob) if last == len(runs) else runs[last - 1][1]
         entity_type = _classify_number(blob[lo:hi], text, base + lo)
