@@ -33,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,7 +111,7 @@ def load(device: str) -> tuple[Loaded, str]:
     target = resolve_device(device)
     loaded = load_model(resolve_model("original", folder), target)
     classifier = ToxicityClassifier.from_loaded(loaded, batch_size=64)
-    service = GuardService(Scorer(classifier), max_batch=64, window_s=0.002)
+    service = GuardService(Scorer(classifier), max_batch=64)
     return Loaded(service, loaded.detoxify, str(target)), weights
 
 
@@ -128,6 +128,7 @@ class Row:
     seconds: float
     p50_ms: float
     p99_ms: float
+    texts_per_batch: float | None = None  # guard rows: how full the micro-batches were
 
     @property
     def throughput(self) -> float:
@@ -172,6 +173,19 @@ async def closed_loop(
     return Row("", clients, len(latencies), last_end - window[0], p(0.50), p(0.99))
 
 
+def _batch_totals() -> tuple[float, float]:
+    """(texts, batches) the guard's batcher has run so far, from its Prometheus histogram."""
+    from veil_collector.guard.service import GUARD_BATCH_TEXTS
+
+    samples = {s.name: s.value for metric in GUARD_BATCH_TEXTS.collect() for s in metric.samples}
+    return samples["veil_guard_batch_texts_sum"], samples["veil_guard_batch_texts_count"]
+
+
+def _mean_batch(before: Sequence[float], after: Sequence[float]) -> float | None:
+    batches = after[1] - before[1]
+    return (after[0] - before[0]) / batches if batches else None
+
+
 async def run_inproc(model: Loaded, seconds: float, corpus: list[str]) -> list[Row]:
     from veil_collector.guard.service import RequestContext
 
@@ -182,8 +196,10 @@ async def run_inproc(model: Loaded, seconds: float, corpus: list[str]) -> list[R
 
     rows = []
     for clients in CLIENTS:
+        before = _batch_totals()
         row = await closed_loop(guard, clients, seconds, corpus)
         row.mode = "guard (micro-batched)"
+        row.texts_per_batch = _mean_batch(before, _batch_totals())
         rows.append(row)
     for clients in CLIENTS:
         row = await closed_loop(
@@ -208,6 +224,11 @@ def serve(port: int, device: str, switch_interval: float | None) -> None:
     model, _ = load(device)
     app = FastAPI()
     app.include_router(guard_route.router)
+
+    @app.get("/batch-totals")
+    async def batch_totals() -> list[float]:
+        return list(_batch_totals())
+
     app.state.guard = model.service
 
     async def bench_project() -> str:  # async: no threadpool hop, like a cached key lookup
@@ -239,8 +260,11 @@ async def run_http(url: str, seconds: float, corpus: list[str]) -> list[Row]:
         rows = []
         for path, mode in (("/v1/guard", "guard (micro-batched)"), ("/baseline", "per-request detoxify")):
             for clients in CLIENTS:
+                before = (await client.get("/batch-totals")).json()
                 row = await closed_loop(poster(path), clients, seconds, corpus)
                 row.mode = mode
+                if path == "/v1/guard":
+                    row.texts_per_batch = _mean_batch(before, (await client.get("/batch-totals")).json())
                 rows.append(row)
         return rows
 
@@ -272,13 +296,14 @@ def report(rows: list[Row], *, device: str, weights: str, transport: str, second
         f"{seconds:g} s measured per row after a warm-up; CPU threads: {os.cpu_count()}. "
         f"Command: `python bench/guard_latency.py {' '.join(sys.argv[1:])}`.",
         "",
-        "| mode | clients | requests | throughput (req/s) | p50 (ms) | p99 (ms) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| mode | clients | requests | throughput (req/s) | p50 (ms) | p99 (ms) | texts/batch |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r.mode} | {r.clients} | {r.requests} | {r.throughput:,.1f} "
-            f"| {r.p50_ms:,.1f} | {r.p99_ms:,.1f} |"
+            f"| {r.p50_ms:,.1f} | {r.p99_ms:,.1f} "
+            f"| {'' if r.texts_per_batch is None else f'{r.texts_per_batch:.1f}'} |"
         )
     lines += [
         "",

@@ -114,6 +114,16 @@ def test_a_full_queue_refuses_at_once_and_shutdown_refuses_new_work() -> None:
         batcher.submit(["late"])
 
 
+def test_a_batch_keeps_collecting_while_requests_keep_coming() -> None:
+    fn = Recorder()
+    # A 10 s window with a 1 s gap: the batch closes one gap after the last arrival, not at the window.
+    batcher: MicroBatcher[str, str] = MicroBatcher(fn, window_s=10, gap_s=1)
+    futures = [batcher.submit([f"r{i}"]) for i in range(5)]
+    assert [f.result(10) for f in futures] == [[f"r{i}:scored"] for i in range(5)]
+    assert fn.batches == [[f"r{i}" for i in range(5)]]
+    batcher.shutdown()
+
+
 def test_empty_submissions_resolve_without_the_worker() -> None:
     fn = Recorder()
     batcher: MicroBatcher[str, str] = MicroBatcher(fn)
@@ -125,5 +135,7 @@ def test_empty_submissions_resolve_without_the_worker() -> None:
 def test_bad_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="max_batch must be at least 1"):
         MicroBatcher(lambda items: items, max_batch=0)
-    with pytest.raises(ValueError, match="window_s must not be negative"):
+    with pytest.raises(ValueError, match="window_s and gap_s must not be negative"):
         MicroBatcher(lambda items: items, window_s=-1)
+    with pytest.raises(ValueError, match="window_s and gap_s must not be negative"):
+        MicroBatcher(lambda items: items, gap_s=-1)

@@ -2,10 +2,16 @@
 
 A transformer scores 64 short texts in one forward pass in little more time than one text, so the guard
 endpoint must not run the model once per request. :class:`MicroBatcher` queues every caller's items; one
-worker thread takes the first waiting request, keeps collecting for a short window (or until the batch is
-full), runs the batch function once on all collected items and hands each caller exactly the slice of
-results that belongs to its own items. While a batch runs, new requests queue up and form the next batch,
-so under load the window costs nothing and batches fill by themselves.
+worker thread takes the first waiting request and keeps collecting while requests keep coming (each next
+one within ``gap_s`` of the last, for at most ``window_s`` in all, or until the batch is full), runs the
+batch function once on all collected items and hands each caller exactly the slice of results that
+belongs to its own items.
+
+Why a gap and not only a fixed window: in a collector the batch thread and the HTTP event loop share the
+GIL, so after a batch the next burst of requests reaches the queue one by one, a fraction of a millisecond
+apart, for as long as parsing them takes. A fixed 2 ms window would cut that burst into many small
+batches; closing the batch only when the inflow pauses keeps batches full under load, while a lone
+request waits just one gap.
 
 The queue is bounded: when it is full, :meth:`MicroBatcher.submit` raises :class:`Overloaded` at once
 (the route answers 503 with ``Retry-After``) instead of letting latency grow without limit.
@@ -49,7 +55,8 @@ class MicroBatcher(Generic[T, R]):
             thread only, so it need not be thread-safe. If it raises, every caller of that batch gets the
             exception.
         max_batch: Most items per call of ``fn``. A request with more items than this runs alone.
-        window_s: How long the worker waits for more requests after the first one of a batch arrived.
+        window_s: The longest a batch waits for more requests after its first one arrived.
+        gap_s: The batch closes when no new request arrived for this long.
         max_queue: Most requests waiting; beyond it :meth:`submit` raises :class:`Overloaded`.
         on_batch: Called after each batch with (items, seconds ``fn`` took), for metrics; must not raise.
         name: The worker thread's name.
@@ -60,18 +67,20 @@ class MicroBatcher(Generic[T, R]):
         fn: Callable[[list[T]], Sequence[R]],
         *,
         max_batch: int = 64,
-        window_s: float = 0.002,
+        window_s: float = 0.02,
+        gap_s: float = 0.002,
         max_queue: int = 10_000,
         on_batch: Callable[[int, float], None] | None = None,
         name: str = "veil-microbatch",
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1; got {max_batch}")
-        if window_s < 0:
-            raise ValueError(f"window_s must not be negative; got {window_s}")
+        if window_s < 0 or gap_s < 0:
+            raise ValueError(f"window_s and gap_s must not be negative; got {window_s}, {gap_s}")
         self._fn = fn
         self.max_batch = max_batch
         self.window_s = window_s
+        self.gap_s = gap_s
         self._queue: queue.Queue[_Request[T, R] | object] = queue.Queue(maxsize=max_queue)
         self._on_batch = on_batch
         self._closed = False
@@ -118,7 +127,7 @@ class MicroBatcher(Generic[T, R]):
             stop = False
             while size < self.max_batch:
                 try:
-                    left = deadline - time.monotonic()
+                    left = min(deadline - time.monotonic(), self.gap_s)
                     nxt = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
                 except queue.Empty:
                     break

@@ -80,7 +80,8 @@ class GuardService:
             model is in memory once).
         decisions: Where decisions are recorded; None records nothing.
         max_batch: Most texts per classifier call.
-        window_s: How long a batch waits for more requests after its first one arrived.
+        window_s: The longest a batch waits for more requests after its first one arrived.
+        gap_s: A batch closes when no request arrived for this long.
         max_queue: Most requests waiting before new ones are refused (503).
     """
 
@@ -90,7 +91,8 @@ class GuardService:
         *,
         decisions: DecisionLog | None = None,
         max_batch: int = 64,
-        window_s: float = 0.002,
+        window_s: float = 0.02,
+        gap_s: float = 0.002,
         max_queue: int = 10_000,
     ) -> None:
         self._scorer = scorer
@@ -100,6 +102,7 @@ class GuardService:
             scorer.score,
             max_batch=max_batch,
             window_s=window_s,
+            gap_s=gap_s,
             max_queue=max_queue,
             on_batch=_observe_batch,
             name="veil-guard-batcher",
