@@ -59,7 +59,7 @@ class OtelSpanScrubber:
         """Return scrubbed copies of ``spans``, in order."""
         # One scrub_many call per batch: NER (when on) batches across every span of the export batch.
         values: list[Any] = []
-        trace_ids: list[str] = []
+        trace_ids: list[str | None] = []
         # Per span: (span attribute slots, per-event slots); a slot is (key, index into values).
         layout: list[tuple[list[tuple[str, int]], list[list[tuple[str, int]]]]] = []
         for span in spans:
