@@ -20,7 +20,7 @@ on the weights. Texts are 10 to 60 words.
 Targets at 64 clients: guard throughput >= 10x per-request, guard p99 <= 3x its p50.
 
 Usage: python bench/guard_latency.py [--quick] [--device auto|cpu|cuda] [--transport http|inproc]
-Writes bench/results/guard_latency.<device>.md.
+Writes bench/results/guard_latency.<device>.<transport>.md.
 """
 
 from __future__ import annotations
@@ -362,7 +362,7 @@ def main() -> None:
     text = report(rows, device=device, weights=weights, transport=args.transport, seconds=seconds)
     print(text)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    (RESULTS_DIR / f"guard_latency.{device.split(':')[0]}.md").write_text(text)
+    (RESULTS_DIR / f"guard_latency.{device.split(':')[0]}.{args.transport}.md").write_text(text)
 
 
 if __name__ == "__main__":
