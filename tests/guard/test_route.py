@@ -237,3 +237,34 @@ def test_guard_latency_is_on_metrics(settings: Settings, store: Any, service: Gu
     count = next(line for line in metrics.splitlines() if line.startswith("veil_guard_request_seconds_count"))
     assert float(count.split()[-1]) >= 1
     assert "veil_guard_batch_texts_bucket" in metrics
+
+
+def test_the_service_is_built_from_the_settings_on_first_use(
+    chdb_dsn: str, store: Any, tmp_path: Path, models_dir: Path, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    settings = Settings(
+        clickhouse_dsn=chdb_dsn,
+        database=store.database,
+        data_dir=tmp_path,
+        pii_ner_enabled=False,
+        models_dir=models_dir,
+        classifier_device="cpu",
+    )
+    app = create_app(settings)
+    app.include_router(guard_route.router)
+    app.state.store = store
+
+    async def run() -> httpx.Response:
+        async with client_for(app, key) as client:
+            return await client.post("/v1/guard", json={"texts": ["hello"]})
+
+    try:
+        response = asyncio.run(run())
+        assert response.status_code == 200, response.text
+        assert response.json()["model"].startswith("detoxify-original")
+        assert isinstance(app.state.guard, GuardService)
+    finally:
+        built = getattr(app.state, "guard", None)
+        if built is not None:
+            built.close()
