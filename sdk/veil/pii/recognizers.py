@@ -23,6 +23,7 @@ import ipaddress
 import re
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
+from itertools import accumulate
 
 from veil.pii._validators import (
     IBAN_LENGTHS,
@@ -575,17 +576,18 @@ def find_patterns_many(texts: Sequence[str], entities: frozenset[str]) -> list[l
         if j == i + 1:
             out[i] = find_patterns(texts[i], entities)
         else:
-            starts: list[int] = []
-            pos = 0
-            for text in texts[i:j]:
-                starts.append(pos)
-                pos += len(text) + len(_SEPARATOR)
-            k = 0
-            for start, end, entity_type, detector in find_patterns(_SEPARATOR.join(texts[i:j]), entities):
-                if k + 1 < len(starts) and start >= starts[k + 1]:  # spans come in text order
-                    k = bisect_right(starts, start, k) - 1
-                base = starts[k]
-                end = min(end - base, len(texts[i + k]))
-                out[i + k].append(EntitySpan(start - base, end, entity_type, detector))
+            group = texts[i:j]
+            ends = list(accumulate(len(text) + len(_SEPARATOR) for text in group))  # where each text ends
+            k, base, limit = 0, 0, ends[0]
+            for span in find_patterns(_SEPARATOR.join(group), entities):
+                start = span[0]
+                if start >= limit:  # spans come in text order: move on to the text holding this one
+                    k = bisect_right(ends, start, k)
+                    base, limit = ends[k - 1], ends[k]
+                end = span[1] - base
+                length = limit - base - len(_SEPARATOR)
+                out[i + k].append(
+                    EntitySpan(start - base, end if end <= length else length, span[2], span[3])
+                )
         i = j
     return out
