@@ -15,7 +15,6 @@ import pytest
 import uvicorn
 import veil.guard as vg
 from veil.guard import LocalClassifier, RemoteClassifier, Toxicity
-from veil_collector.api.routes import guard as guard_route
 from veil_collector.app import create_app
 from veil_collector.auth import create_project
 from veil_collector.config import Settings
@@ -30,11 +29,10 @@ def _free_port() -> int:
 
 
 class LiveCollector:
-    """The collector app (guard route included) served by uvicorn on a thread; ``stop()`` takes it down."""
+    """The collector app served by uvicorn on a thread; ``stop()`` takes it down."""
 
     def __init__(self, settings: Settings, store: Any, service: GuardService) -> None:
         app = create_app(settings)
-        app.include_router(guard_route.router)
         app.state.store = store
         app.state.guard = service
         self.port = _free_port()

@@ -11,7 +11,6 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from veil_collector.api.routes import guard as guard_route
 from veil_collector.app import create_app
 from veil_collector.auth import create_project
 from veil_collector.config import Settings
@@ -41,9 +40,8 @@ class RecordingScorer(Scorer):
 
 
 def build_app(settings: Settings, store: Any, service: GuardService) -> FastAPI:
-    """The collector app with the guard router, its state set as the lifespan would."""
+    """The collector app (which mounts the guard router), its state set as the lifespan would."""
     app = create_app(settings)
-    app.include_router(guard_route.router)
     app.state.store = store
     app.state.guard = service
     return app
@@ -252,7 +250,6 @@ def test_the_service_is_built_from_the_settings_on_first_use(
         classifier_device="cpu",
     )
     app = create_app(settings)
-    app.include_router(guard_route.router)
     app.state.store = store
 
     async def run() -> httpx.Response:
