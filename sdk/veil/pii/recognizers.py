@@ -236,8 +236,9 @@ def _private_keys(text: str, out: list[EntitySpan]) -> None:
 
 # --- keyword-anchored secrets ----------------------------------------------------------------------------
 
-_PASSWORD_WORDS = (b"password", b"passwd", b"passphrase", b"pwd")
-_SECRET_WORDS = (b"secret", b"token", b"key", b"apikey", b"credential")
+# Stems: "pass" covers password/passwd/passphrase (the rest of the name is matched by _ASSIGNED_VALUE).
+_PASSWORD_WORDS = (b"pass", b"pwd")
+_SECRET_WORDS = (b"secret", b"token", b"key", b"credential")
 _ASSIGNED_VALUE = re.compile(
     r"""[\w\-]{0,32}["']?\s{0,4}(?::=|=>|[:=]|\s(is)\s)\s{0,4}["']?([^\s"'`,;&<>(){}\[\]\x00]{4,256})"""
 )
@@ -254,8 +255,8 @@ def _keyword_secrets(text: str, out: list[EntitySpan]) -> None:
             start = 0
             while (hit := lowered.find(word, start)) != -1:
                 start = hit + len(word)
-                if lowered[hit - 1 : hit].isalnum():
-                    continue  # inside a word ("monkey"); "api_key" and "x-token" are fine
+                if lowered[hit - 1 : hit].isalnum() and lowered[hit - 3 : hit] != b"api":
+                    continue  # inside a word ("monkey"); "apikey", "api_key" and "x-token" are fine
                 m = _ASSIGNED_VALUE.match(text, start)
                 if m is None:
                     continue
