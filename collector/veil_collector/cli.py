@@ -20,6 +20,7 @@ from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 from rich.syntax import Syntax
 
+from veil_collector.alert.cli import app as alerts_app
 from veil_collector.config import Settings
 from veil_collector.grafana.cli import app as grafana_app
 from veil_collector.store.client import Store, StoreUnavailable, is_embedded, redact_dsn
@@ -37,6 +38,7 @@ app = typer.Typer(
 projects_app = typer.Typer(help="Projects and their API keys.", no_args_is_help=True)
 app.add_typer(projects_app, name="projects")
 app.add_typer(grafana_app, name="grafana")
+app.add_typer(alerts_app, name="alerts")
 
 console = Console()
 err_console = Console(stderr=True)

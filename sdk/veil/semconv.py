@@ -85,6 +85,14 @@ VEIL_PII_FINDINGS: Final = "veil.pii.findings"
 VEIL_COLLECTOR_PII_FINDINGS: Final = "veil.collector.pii.findings"
 # Set when the scrub hook failed and the SDK removed every content attribute instead of exporting it raw.
 VEIL_CONTENT_DROPPED: Final = "veil.content.dropped"
+# Guardrail decisions: one span event per decision; a blocked call also marks its span.
+VEIL_GUARD_EVENT: Final = "veil.guard"
+VEIL_GUARD_CHECK: Final = "veil.guard.check"
+VEIL_GUARD_DECISION: Final = "veil.guard.decision"
+VEIL_GUARD_SCORE: Final = "veil.guard.score"
+VEIL_GUARD_TARGET: Final = "veil.guard.target"
+VEIL_GUARD_REASON: Final = "veil.guard.reason"
+VEIL_GUARD_BLOCKED: Final = "veil.guard.blocked"
 
 # Values of veil.kind.
 KIND_LLM: Final = "llm"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
-import veil.guard as vg
-from veil.guard import Banned, CheckOutcome, Length, Pii, Secrets
+import veil.guardrails as vg
+from veil.guardrails import Banned, CheckOutcome, Length, Pii, Secrets
 
 EMAIL_PROMPT = "Write to jane.doe@example.com about the invoice."
 OPENAI_KEY = "sk-proj-" + "Ab3dE6gH9jK2mN5pQ8sT1vW4yZ7bC0eF"

@@ -7,8 +7,8 @@ import inspect
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-import veil.guard as vg
-from veil.guard import Banned, GuardViolation
+import veil.guardrails as vg
+from veil.guardrails import Banned, GuardViolation
 
 OPENAI_KEY = "sk-proj-" + "Ab3dE6gH9jK2mN5pQ8sT1vW4yZ7bC0eF"
 

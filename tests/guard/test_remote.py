@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 import uvicorn
-import veil.guard as vg
-from veil.guard import LocalClassifier, RemoteClassifier, Toxicity
+import veil.guardrails as vg
+from veil.guardrails import LocalClassifier, RemoteClassifier, Toxicity
 from veil_collector.app import create_app
 from veil_collector.auth import create_project
 from veil_collector.config import Settings

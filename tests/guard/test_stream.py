@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-import veil.guard as vg
-from veil.guard import Banned, GuardViolation
+import veil.guardrails as vg
+from veil.guardrails import Banned, GuardViolation
 
 
 def _source(chunks: list[object], closed: list[bool]) -> Iterator[object]:

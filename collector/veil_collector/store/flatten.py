@@ -63,11 +63,6 @@ LEGACY_REQUEST_TYPE = "llm.request.type"
 LEGACY_ENVIRONMENT = "deployment.environment"
 _LEGACY_OPERATIONS = {"completion": "text_completion", "embedding": "embeddings", "chat": "chat"}
 
-GUARD_EVENT = "veil.guard"
-GUARD_CHECK = "veil.guard.check"
-GUARD_DECISION = "veil.guard.decision"
-GUARD_SCORE = "veil.guard.score"
-GUARD_TARGET = "veil.guard.target"
 
 # Go's encoding/json escapes these inside strings; pdata's AsString of maps and arrays inherits that.
 _GO_JSON_ESCAPES = str.maketrans(
@@ -360,7 +355,7 @@ class Flattener:
         if operation in INFERENCE_OPERATIONS or (not operation and LEGACY_SYSTEM in attributes):
             self._llm_call(span, origin, attributes, status, out)
         for event in events:
-            if event.name == GUARD_EVENT:
+            if event.name == semconv.VEIL_GUARD_EVENT:
                 out.guard_decisions.append(_guard_decision(event, span, origin, attributes))
         if self._pii_findings is not None:
             out.pii_findings.extend(
@@ -460,10 +455,10 @@ def _guard_decision(
         service_name=origin.service,
         environment=origin.environment,
         request_model=attributes.get(semconv.GEN_AI_REQUEST_MODEL, ""),
-        target=event_attributes.get(GUARD_TARGET, ""),
-        check=event_attributes.get(GUARD_CHECK, ""),
-        decision=event_attributes.get(GUARD_DECISION, ""),
-        score=_float(event_attributes.get(GUARD_SCORE)),
+        target=event_attributes.get(semconv.VEIL_GUARD_TARGET, ""),
+        check=event_attributes.get(semconv.VEIL_GUARD_CHECK, ""),
+        decision=event_attributes.get(semconv.VEIL_GUARD_DECISION, ""),
+        score=_float(event_attributes.get(semconv.VEIL_GUARD_SCORE)),
         source="sdk",
         veil_batch=origin.batch,
     )

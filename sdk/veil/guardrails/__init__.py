@@ -9,10 +9,10 @@ callables. Each decision is recorded on the current span as a ``veil.guard`` eve
 
 from __future__ import annotations
 
-from veil.guard._decorator import DEFAULT_INPUT_CHECKS, DEFAULT_OUTPUT_CHECKS, Guard, guard
-from veil.guard._functional import acheck_input, acheck_output, check_input, check_output
-from veil.guard._result import Action, CheckDecision, Decision, GuardResult, GuardViolation, Target
-from veil.guard.checks import (
+from veil.guardrails._decorator import DEFAULT_INPUT_CHECKS, DEFAULT_OUTPUT_CHECKS, Guard, guard
+from veil.guardrails._functional import acheck_input, acheck_output, check_input, check_output
+from veil.guardrails._result import Action, CheckDecision, Decision, GuardResult, GuardViolation, Target
+from veil.guardrails.checks import (
     Banned,
     CallableCheck,
     Check,
@@ -21,9 +21,9 @@ from veil.guard.checks import (
     Length,
     register_check,
 )
-from veil.guard.classifiers import Bias, ClassifierBackend, LocalClassifier, RemoteClassifier, Toxicity
-from veil.guard.pii import PII_ENTITIES, SECRET_ENTITIES, Pii, Secrets
-from veil.guard.vault import StreamRestorer, Vault
+from veil.guardrails.classifiers import Bias, ClassifierBackend, LocalClassifier, RemoteClassifier, Toxicity
+from veil.guardrails.pii import PII_ENTITIES, SECRET_ENTITIES, Pii, Secrets
+from veil.guardrails.vault import StreamRestorer, Vault
 
 __all__ = [
     "DEFAULT_INPUT_CHECKS",

@@ -13,13 +13,13 @@ import inspect
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar, overload
 
-from veil.guard import _payload
-from veil.guard._engine import Policy, merge
-from veil.guard._result import Action, CheckDecision, GuardResult, GuardViolation
-from veil.guard._span import current_trace_id
-from veil.guard._stream import StreamWindow
-from veil.guard.checks import CheckSpec, resolve_checks
-from veil.guard.vault import Vault
+from veil.guardrails import _payload
+from veil.guardrails._engine import Policy, merge
+from veil.guardrails._result import Action, CheckDecision, GuardResult, GuardViolation
+from veil.guardrails._span import current_trace_id
+from veil.guardrails._stream import StreamWindow
+from veil.guardrails.checks import CheckSpec, resolve_checks
+from veil.guardrails.vault import Vault
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -33,7 +33,7 @@ class Guard:
     """A configured guard; call it on a function to wrap that function.
 
     Args:
-        input: Checks for the prompt: names, :class:`~veil.guard.Check` objects or callables.
+        input: Checks for the prompt: names, :class:`~veil.guardrails.Check` objects or callables.
         output: Checks for the response.
         on_fail: ``"block"``, ``"redact"`` or ``"flag"`` for every violation of a check without an
             ``on_fail`` of its own; None keeps each check's default.

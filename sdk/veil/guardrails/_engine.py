@@ -18,10 +18,10 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 
 from veil._guarded import capture_internal_exceptions, record_failure
-from veil.guard._result import ACTIONS, Action, CheckDecision, Decision, GuardResult, Target
-from veil.guard._span import record_decisions
-from veil.guard.checks import Check, CheckContext, CheckOutcome
-from veil.guard.vault import Vault
+from veil.guardrails._result import ACTIONS, Action, CheckDecision, Decision, GuardResult, Target
+from veil.guardrails._span import record_decisions
+from veil.guardrails.checks import Check, CheckContext, CheckOutcome
+from veil.guardrails.vault import Vault
 
 _executor: concurrent.futures.ThreadPoolExecutor | None = None
 _executor_lock = threading.Lock()

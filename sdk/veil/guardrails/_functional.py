@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from veil.guard._decorator import DEFAULT_INPUT_CHECKS, DEFAULT_OUTPUT_CHECKS
-from veil.guard._engine import Policy
-from veil.guard._result import Action, GuardResult, Target
-from veil.guard._span import current_trace_id
-from veil.guard.checks import CheckSpec, resolve_checks
-from veil.guard.vault import Vault
+from veil.guardrails._decorator import DEFAULT_INPUT_CHECKS, DEFAULT_OUTPUT_CHECKS
+from veil.guardrails._engine import Policy
+from veil.guardrails._result import Action, GuardResult, Target
+from veil.guardrails._span import current_trace_id
+from veil.guardrails.checks import CheckSpec, resolve_checks
+from veil.guardrails.vault import Vault
 
 
 def _policy(checks: Iterable[CheckSpec], on_fail: Action | None, fail_open: bool, timeout: float) -> Policy:

@@ -7,20 +7,18 @@ call's own span. Without a recording span this does nothing.
 
 from __future__ import annotations
 
-from typing import Final
-
 from opentelemetry import trace
 
-from veil.guard._result import GuardResult
-
-# Names of the guard event and its attributes (the collector's ingest reads the same names).
-GUARD_EVENT: Final = "veil.guard"
-GUARD_CHECK: Final = "veil.guard.check"
-GUARD_DECISION: Final = "veil.guard.decision"
-GUARD_SCORE: Final = "veil.guard.score"
-GUARD_TARGET: Final = "veil.guard.target"
-GUARD_REASON: Final = "veil.guard.reason"
-GUARD_BLOCKED: Final = "veil.guard.blocked"
+from veil.guardrails._result import GuardResult
+from veil.semconv import (
+    VEIL_GUARD_BLOCKED,
+    VEIL_GUARD_CHECK,
+    VEIL_GUARD_DECISION,
+    VEIL_GUARD_EVENT,
+    VEIL_GUARD_REASON,
+    VEIL_GUARD_SCORE,
+    VEIL_GUARD_TARGET,
+)
 
 
 def record_decisions(result: GuardResult) -> None:
@@ -30,16 +28,16 @@ def record_decisions(result: GuardResult) -> None:
         return
     for decision in result.decisions:
         attributes: dict[str, str | float] = {
-            GUARD_CHECK: decision.check,
-            GUARD_DECISION: decision.decision,
-            GUARD_SCORE: decision.score,
-            GUARD_TARGET: result.target,
+            VEIL_GUARD_CHECK: decision.check,
+            VEIL_GUARD_DECISION: decision.decision,
+            VEIL_GUARD_SCORE: decision.score,
+            VEIL_GUARD_TARGET: result.target,
         }
         if decision.reason:
-            attributes[GUARD_REASON] = decision.reason
-        span.add_event(GUARD_EVENT, attributes)
+            attributes[VEIL_GUARD_REASON] = decision.reason
+        span.add_event(VEIL_GUARD_EVENT, attributes)
     if not result.passed:
-        span.set_attribute(GUARD_BLOCKED, True)
+        span.set_attribute(VEIL_GUARD_BLOCKED, True)
 
 
 def current_trace_id() -> str | None:

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from veil.guard import _payload
-from veil.guard._result import GuardResult
-from veil.guard.vault import StreamRestorer, Vault
+from veil.guardrails import _payload
+from veil.guardrails._result import GuardResult
+from veil.guardrails.vault import StreamRestorer, Vault
 
 
 class StreamWindow:

@@ -15,10 +15,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from veil.guard._result import ACTIONS, Action, Target
+from veil.guardrails._result import ACTIONS, Action, Target
 
 if TYPE_CHECKING:
-    from veil.guard.vault import Vault
+    from veil.guardrails.vault import Vault
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,7 +249,7 @@ def register_check(name: str, builder: Callable[[], Check]) -> None:
 
 def _no_default_banned() -> Check:
     raise ValueError(
-        "'banned' needs its list: pass veil.guard.Banned(substrings=[...], patterns=[...]), not the name"
+        "'banned' needs its list: pass veil.guardrails.Banned(substrings=[...], patterns=[...]), not the name"
     )
 
 
@@ -288,5 +288,7 @@ def resolve_checks(specs: Iterable[CheckSpec]) -> tuple[Check, ...]:
         elif callable(spec):
             checks.append(CallableCheck(spec))
         else:
-            raise TypeError(f"a check is a name, a veil.guard.Check or a callable; got {type(spec).__name__}")
+            raise TypeError(
+                f"a check is a name, a veil.guardrails.Check or a callable; got {type(spec).__name__}"
+            )
     return tuple(checks)

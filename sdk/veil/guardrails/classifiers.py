@@ -21,8 +21,8 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from veil.guard._result import Action
-from veil.guard.checks import Check, CheckContext, CheckOutcome, register_check
+from veil.guardrails._result import Action
+from veil.guardrails.checks import Check, CheckContext, CheckOutcome, register_check
 
 if TYPE_CHECKING:
     from veil_collector.guard.scoring import Scorer

@@ -12,9 +12,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from veil.guard._result import Action
-from veil.guard.checks import Check, CheckContext, CheckOutcome, register_check
-from veil.guard.vault import Vault
+from veil.guardrails._result import Action
+from veil.guardrails.checks import Check, CheckContext, CheckOutcome, register_check
+from veil.guardrails.vault import Vault
 from veil.pii import PATTERN_ENTITIES, Finding, Scrubber, ScrubConfig
 from veil.pii.entities import API_KEY, DEFAULT_NER_ENTITIES, JWT, PRIVATE_KEY, SECRET, URL
 
