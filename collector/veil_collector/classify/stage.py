@@ -139,7 +139,12 @@ class ClassifierStage:
         """Pipeline listener: enqueue ``batch.calls``, blocking while the queue is full (backpressure).
 
         After :meth:`shutdown` calls are dropped and counted (``reason="shutdown"``).
+
+        Raises:
+            RuntimeError: the stage was never started (nothing would ever drain the queue).
         """
+        if self._thread is None:
+            raise RuntimeError("ClassifierStage.on_stored() before start()")
         for call in batch.calls:
             with self._idle:
                 self._pending += 1

@@ -241,9 +241,11 @@ def test_metrics_after_a_batch(store: Store, tmp_path: Path) -> None:
     )
 
 
-def test_start_twice_is_an_error(store: Store, tmp_path: Path) -> None:
+def test_start_twice_or_enqueue_before_start_is_an_error(store: Store, tmp_path: Path) -> None:
     model = GatedClassifier()
     stage = ClassifierStage(settings(tmp_path, tmp_path), store, toxicity=model)
+    with pytest.raises(RuntimeError, match="before start"):
+        stage.on_stored(StoredBatch(calls=[call(1, "early")]))
     stage.start()
     with pytest.raises(RuntimeError, match="called twice"):
         stage.start()

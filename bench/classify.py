@@ -1,0 +1,341 @@
+"""Toxicity classifier benchmark: texts/s of our batched inference against ``Detoxify.predict()``.
+
+Both run the same model on the same device and the same texts: detoxify's ``original`` architecture
+(bert-base-uncased shape: 12 layers, hidden 768, 12 heads, 30,522-token WordPiece vocabulary, 6 heads)
+with random weights, saved in detoxify's checkpoint format and loaded through detoxify's own loader by
+``veil_collector.classify.loader``. Throughput does not depend on weight values, so no download is needed.
+
+Texts: a generated vocabulary of whole words (one token each) and a length mix typical of LLM traffic:
+35 % short (10-60 tokens), 40 % medium (60-250), 20 % long (250-512), 5 % over the 512-token limit
+(512-1500, truncated by both runners). Shuffled with a fixed seed.
+
+Runners:
+- ``detoxify per-request``: ``predict(text)`` once per text, as a service scoring each request does.
+- ``detoxify chunk=k``: ``predict(texts[i:i+k])``, the chunking detoxify's maintainers advise (issue #69);
+  detoxify pads each chunk to its longest text.
+- ``veil batch=b``: ``ToxicityClassifier.predict(texts)`` on the whole list (the collector's worker drains
+  a backlog): length-sorted batches of at most b texts, padded per batch, ``inference_mode``, bf16
+  autocast on CUDA.
+
+Slow configurations (per-request, batch 1) run on a prefix of the texts (same length mix) to bound the
+run time. FLOPs count only real (unpadded) tokens: per layer ``2 * L * (4 h^2 + 2 h i) + 4 * L^2 * h``;
+TFLOP/s is the useful work rate, compared with the card's dense bf16 peak where known.
+
+Usage::
+
+    python bench/classify.py --quick                 # CPU smoke run
+    PYTHONPATH=sdk:collector:bench/vendor python3 bench/classify.py --device cuda --out $OUT
+
+Writes ``classify_<device>.md`` into ``--out`` (default ``bench/results``). Imports only
+``veil_collector.classify.{loader,toxicity}`` (torch, transformers, detoxify).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import random
+import string
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import transformers
+from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "collector"))
+
+from veil_collector.classify.loader import load_model, resolve_model  # noqa: E402
+from veil_collector.classify.toxicity import MAX_TOKENS, ToxicityClassifier, resolve_device  # noqa: E402
+
+CLASSES = ["toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate"]
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ","]
+LENGTH_MIX = ((0.35, 10, 60), (0.40, 60, 250), (0.20, 250, 512), (0.05, 512, 1500))
+# Dense bf16 tensor-core peaks (TFLOP/s, without sparsity) from the vendors' data sheets.
+PEAK_BF16 = {
+    "H200": 989.4,
+    "H100 NVL": 835.0,
+    "H100 PCIe": 756.0,
+    "H100": 989.4,
+    "A100": 312.0,
+    "L40S": 362.1,
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """``slow_texts``: the prefix that per-request and batch-1 runs use; ``rounds``: repeats, best kept."""
+
+    texts: int
+    slow_texts: int
+    batch_sizes: tuple[int, ...]
+    chunks: tuple[int, ...]
+    rounds: int
+
+
+PLANS = {
+    # A few minutes on 2 busy CPU cores (bert-base costs ~30 GFLOP per text of this mix).
+    "quick": Plan(texts=16, slow_texts=16, batch_sizes=(1, 4, 16), chunks=(1, 8), rounds=3),
+    # For a dedicated many-core machine.
+    "cpu": Plan(
+        texts=256, slow_texts=64, batch_sizes=(1, 8, 32, 64, 128, 256), chunks=(1, 8, 32, 64), rounds=2
+    ),
+    "cuda": Plan(
+        texts=4096, slow_texts=512, batch_sizes=(1, 8, 32, 64, 128, 256), chunks=(1, 8, 32, 64, 128), rounds=2
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    runner: str
+    size: int
+    texts: int
+    tokens: int
+    seconds: float
+    flops: float
+
+    @property
+    def texts_per_s(self) -> float:
+        return self.texts / self.seconds
+
+    @property
+    def tflops(self) -> float:
+        return self.flops / self.seconds / 1e12
+
+
+def make_vocabulary(size: int, rng: random.Random) -> list[str]:
+    words: set[str] = set()
+    while len(words) < size - len(SPECIALS):
+        words.add("".join(rng.choices(string.ascii_lowercase, k=rng.randint(3, 10))))
+    return SPECIALS + sorted(words)
+
+
+def make_texts(count: int, words: list[str], rng: random.Random) -> list[str]:
+    """Texts whose token counts (each word and mark is one token, plus [CLS]/[SEP]) follow LENGTH_MIX."""
+    texts = []
+    weights = [w for w, _, _ in LENGTH_MIX]
+    for _ in range(count):
+        _, low, high = rng.choices(LENGTH_MIX, weights=weights)[0]
+        target = rng.randint(low, high) - 2
+        tokens: list[str] = []
+        while len(tokens) < target:
+            sentence = rng.choices(words, k=min(rng.randint(6, 18), target - len(tokens)))
+            tokens.extend(sentence)
+            if len(tokens) < target:
+                tokens.append(".")
+        texts.append(" ".join(tokens))
+    return texts
+
+
+def write_checkpoint(folder: Path, vocabulary: list[str]) -> None:
+    """A bert-base-uncased-shaped detoxify ``original`` checkpoint with random weights, plus HF files."""
+    folder.mkdir(parents=True)
+    (folder / "vocab.txt").write_text("\n".join(vocabulary) + "\n")
+    config = BertConfig(vocab_size=len(vocabulary), num_labels=len(CLASSES))  # BertConfig defaults: base
+    BertTokenizer(str(folder / "vocab.txt"), do_lower_case=True, model_max_length=MAX_TOKENS).save_pretrained(
+        folder
+    )
+    config.save_pretrained(folder)
+    torch.manual_seed(0)
+    state_dict = BertForSequenceClassification(config).state_dict()
+    arch = {
+        "model_type": "bert-base-uncased",
+        "model_name": "BertForSequenceClassification",
+        "tokenizer_name": "BertTokenizer",
+        "num_classes": len(CLASSES),
+    }
+    checkpoint = {
+        "config": {"arch": {"args": arch}, "dataset": {"args": {"classes": CLASSES}}},
+        "state_dict": state_dict,
+    }
+    torch.save(checkpoint, folder / "toxic_bench-random.ckpt")
+
+
+def count(plan: Plan, size: int) -> int:
+    """Texts a runner scores: the slow prefix for one-at-a-time runners, all texts otherwise."""
+    return plan.slow_texts if size == 1 else plan.texts
+
+
+def flops_per_text(tokens: int, config: BertConfig) -> float:
+    h, i, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    return layers * (2 * tokens * (4 * h * h + 2 * h * i) + 4 * tokens * tokens * h)
+
+
+def timed(fn: Callable[[], object], device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def peak_tflops(device: torch.device, override: float | None) -> tuple[str, float | None]:
+    if device.type != "cuda":
+        return platform.processor() or platform.machine(), override
+    name = torch.cuda.get_device_name(device)
+    if override is not None:
+        return name, override
+    return name, next((peak for key, peak in PEAK_BF16.items() if key in name), None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
+    parser.add_argument("--quick", action="store_true", help="a small CPU smoke run")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="folder for the table")
+    parser.add_argument("--peak-tflops", type=float, default=None, help="the device's dense bf16 TFLOP/s")
+    args = parser.parse_args()
+
+    device = resolve_device(args.device)
+    plan = PLANS["quick" if args.quick else device.type if device.type in PLANS else "cpu"]
+    rng = random.Random(0)
+    vocabulary = make_vocabulary(30522, rng)
+    texts = make_texts(plan.texts, vocabulary, rng)
+
+    setup_start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "original"
+        write_checkpoint(folder, vocabulary)
+        loaded = load_model(resolve_model(str(folder)), device)
+    setup_s = time.perf_counter() - setup_start
+    detoxify = loaded.detoxify
+    ours = ToxicityClassifier.from_loaded(loaded)
+    config = detoxify.model.config
+    lengths = [len(ids) for ids in ours.tokenizer(texts, truncation=True, max_length=MAX_TOKENS)["input_ids"]]
+
+    # The shortest texts on the CPU (warm-up there costs real time), a full batch's worth on CUDA.
+    warmup = sorted(texts, key=len)[: 64 if device.type == "cuda" else 2]
+    fp32 = ToxicityClassifier.from_loaded(loaded, precision="fp32")
+
+    def detoxify_chunks(size: int) -> Callable[[list[str]], object]:
+        if size == 1:
+            return lambda batch: [detoxify.predict(text) for text in batch]
+        return lambda batch: [detoxify.predict(batch[i : i + size]) for i in range(0, len(batch), size)]
+
+    def veil_batches(classifier: ToxicityClassifier, size: int) -> Callable[[list[str]], object]:
+        def run(batch: list[str]) -> object:
+            classifier.batch_size = size
+            return classifier.predict(batch)
+
+        return run
+
+    precision = "bf16" if ours.bf16 else "fp32"
+    configs: list[tuple[str, int, int, Callable[[list[str]], object]]] = [
+        (
+            "detoxify per-request" if size == 1 else "detoxify chunk",
+            size,
+            count(plan, size),
+            detoxify_chunks(size),
+        )
+        for size in plan.chunks
+    ]
+    configs += [
+        (f"veil {precision}", size, count(plan, size), veil_batches(ours, size)) for size in plan.batch_sizes
+    ]
+    if ours.bf16:  # controls: how much of the gain is batching, how much is precision
+        configs += [
+            ("veil fp32", size, count(plan, size), veil_batches(fp32, size))
+            for size in (plan.batch_sizes[0], plan.batch_sizes[1])
+        ]
+
+    best: dict[int, float] = {}
+    for round_ in range(plan.rounds):  # rounds interleave the runners, so a burst of load hits all alike
+        for index, (runner, size, n, fn) in enumerate(configs):
+            fn(warmup)  # first-call costs: kernel loading, allocator, oneDNN/cuBLAS setup
+            seconds = timed(lambda fn=fn, n=n: fn(texts[:n]), device)
+            best[index] = min(best.get(index, seconds), seconds)
+            print(f"round {round_ + 1}: {runner:>20} {size:>4} x {n}: {n / seconds:9.2f} texts/s", flush=True)
+    rows = [
+        Row(
+            runner,
+            size,
+            n,
+            sum(lengths[:n]),
+            best[index],
+            sum(flops_per_text(tokens, config) for tokens in lengths[:n]),
+        )
+        for index, (runner, size, n, _) in enumerate(configs)
+    ]
+
+    device_name, peak = peak_tflops(device, args.peak_tflops)
+    table = render(rows, device, device_name, peak, lengths, setup_s, args.quick, precision, plan.rounds)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"classify_{device.type}.md"
+    path.write_text(table)
+    print(table)
+    print(f"written to {path}")
+
+
+def render(
+    rows: list[Row],
+    device: torch.device,
+    device_name: str,
+    peak: float | None,
+    lengths: list[int],
+    setup_s: float,
+    quick: bool,
+    precision: str,
+    rounds: int,
+) -> str:
+    per_request = next(r for r in rows if r.runner == "detoxify per-request")
+    detoxify_best = max((r for r in rows if r.runner.startswith("detoxify")), key=lambda r: r.texts_per_s)
+    chunked_best = max((r for r in rows if r.runner == "detoxify chunk"), key=lambda r: r.texts_per_s)
+    veil_best = max((r for r in rows if r.runner.startswith("veil")), key=lambda r: r.texts_per_s)
+    ordered = sorted(lengths)
+    lines = [
+        f"# Toxicity classifier throughput ({device.type}{', quick' if quick else ''})",
+        "",
+        f"- device: {device_name}; torch {torch.__version__}, transformers {transformers.__version__}, "
+        f"threads {torch.get_num_threads()}",
+        "- model: detoxify `original` architecture (bert-base-uncased shape, random weights), loaded through "
+        f"detoxify's loader (setup {setup_s:.1f} s)",
+        f"- texts: {len(lengths)}; tokens per text after truncation: mean {sum(lengths) / len(lengths):.0f}, "
+        f"median {ordered[len(ordered) // 2]}, max {ordered[-1]}; per-request and batch-1 rows score the "
+        f"first {per_request.texts}; best of {rounds} interleaved rounds",
+        f"- precision: detoxify fp32 (its default); veil {precision} (`auto`: bf16 autocast where native)"
+        + ("; quick run on a shared, busy machine: compare ratios, not absolute rates" if quick else ""),
+        "",
+        "| runner | batch/chunk | texts | texts/s | vs per-request | vs best detoxify | TFLOP/s |"
+        + (" % of bf16 peak |" if peak else ""),
+        "|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if peak else ""),
+    ]
+    for row in rows:
+        line = (
+            f"| {row.runner} | {row.size} | {row.texts} | {row.texts_per_s:,.2f} | "
+            f"{row.texts_per_s / per_request.texts_per_s:.2f}x | "
+            f"{row.texts_per_s / detoxify_best.texts_per_s:.2f}x | "
+            f"{row.tflops:.3f} |"
+        )
+        if peak:
+            line += f" {100 * row.tflops / peak:.1f} % |"
+        lines.append(line)
+    target = 5.0 if device.type == "cuda" else 2.0
+    lines += [
+        "",
+        f"Best veil ({veil_best.runner}, batch {veil_best.size}): {veil_best.texts_per_s:,.2f} texts/s = "
+        f"{veil_best.texts_per_s / per_request.texts_per_s:.2f}x detoxify per-request, "
+        f"{veil_best.texts_per_s / detoxify_best.texts_per_s:.2f}x the best detoxify runner "
+        f"({detoxify_best.runner}, {detoxify_best.size}), "
+        f"{veil_best.texts_per_s / chunked_best.texts_per_s:.2f}x the best chunked-list detoxify "
+        f"(chunk {chunked_best.size}); target >= {target:.0f}x.",
+    ]
+    if peak:
+        lines.append(
+            f"Useful work: {veil_best.tflops:.1f} TFLOP/s = {100 * veil_best.tflops / peak:.1f} % of the "
+            f"{peak:.0f} TFLOP/s dense bf16 peak; target >= 30 %."
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
