@@ -2,8 +2,8 @@
 
 ``Detoxify.predict`` pads a whole list to its longest text and runs it as one forward pass, so callers must
 chunk, and one long text makes every text in its chunk pay for its length. :class:`ToxicityClassifier`
-instead tokenizes once, sorts by token length, cuts length-homogeneous batches of at most ``batch_size``
-texts, pads each batch only to its own longest text, runs under ``torch.inference_mode()`` with bf16
+instead sorts texts by length, cuts length-homogeneous batches of at most ``batch_size`` texts, pads
+each batch only to its own longest text, runs under ``torch.inference_mode()`` with bf16
 autocast where the hardware computes in bf16 natively, applies a sigmoid and returns the scores in the
 caller's order.
 
@@ -101,7 +101,6 @@ class ToxicityClassifier:
         self.bf16 = precision == "bf16" or (precision == "auto" and native_bf16(self.device))
         positions = getattr(model.config, "max_position_embeddings", MAX_TOKENS)
         self.max_length = min(MAX_TOKENS, positions)
-        self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self._all_labels = self.labels + self.identity_labels
         self._lock = threading.Lock()
 
@@ -125,20 +124,16 @@ class ToxicityClassifier:
         """Score ``texts``; see the class docstring for the contract."""
         if not texts:
             return []
+        # Character length orders texts almost exactly as token length does, without a tokenization pass
+        # up front: each batch is tokenized just before its forward pass, so on CUDA the CPU tokenizes batch
+        # k + 1 while the device still computes batch k (kernels launch asynchronously).
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         with self._lock:
-            ids: list[list[int]] = self.tokenizer(
-                list(texts),
-                truncation=True,
-                max_length=self.max_length,
-                return_attention_mask=False,
-                return_token_type_ids=False,
-            )["input_ids"]
-            order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
             outputs: list[torch.Tensor] = []
             with torch.inference_mode(), self._autocast():
                 for start in range(0, len(order), self.batch_size):
-                    input_ids, attention_mask = self._collate(
-                        [ids[i] for i in order[start : start + self.batch_size]]
+                    input_ids, attention_mask = self._encode(
+                        [texts[i] for i in order[start : start + self.batch_size]]
                     )
                     logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
                     # Kept on the device: one transfer (and one sync) for the whole call.
@@ -146,6 +141,7 @@ class ToxicityClassifier:
                 sorted_scores = torch.cat(outputs).cpu()
         scores = torch.empty_like(sorted_scores)
         scores[torch.tensor(order)] = sorted_scores
+        # strict=False: a head may have more outputs than the checkpoint names; unnamed ones are not returned.
         return [dict(zip(self._all_labels, row, strict=False)) for row in scores.tolist()]
 
     def _autocast(self) -> AbstractContextManager[object]:
@@ -153,10 +149,17 @@ class ToxicityClassifier:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return nullcontext()
 
-    def _collate(self, batch: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        width = max(len(seq) for seq in batch)
-        input_ids = torch.tensor([seq + [self._pad_id] * (width - len(seq)) for seq in batch])
-        attention_mask = torch.tensor([[1] * len(seq) + [0] * (width - len(seq)) for seq in batch])
+    def _encode(self, batch: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids and attention mask of one batch, padded to its longest text, on the model's device."""
+        encoded = self.tokenizer(
+            batch,
+            padding=True,
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
+            return_token_type_ids=False,
+        )
+        input_ids, attention_mask = encoded["input_ids"], encoded["attention_mask"]
         if self.device.type == "cuda":
             return (
                 input_ids.pin_memory().to(self.device, non_blocking=True),
