@@ -16,16 +16,15 @@ A spool write or sync error is fatal: every later request gets 503, readiness fa
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
 
 from veil_collector.alert import AlertEngine
-from veil_collector.api.routes import health, otlp, projects
+from veil_collector.api.routes import alerts as alerts_routes
+from veil_collector.api.routes import evaluations, guard, health, otlp, projects, query
 from veil_collector.auth import DEFAULT_PROJECT_ID
 from veil_collector.classify.stage import ClassifierStage
 from veil_collector.config import Settings
@@ -33,36 +32,13 @@ from veil_collector.pipeline import Pipeline
 from veil_collector.pricing import PriceTable
 from veil_collector.receiver import RequestPreparer
 from veil_collector.records import StoredBatch
+from veil_collector.scrub import ServerScrubber, pii_findings_for_span
 from veil_collector.spool import Spool
 from veil_collector.store.client import Store, redact_dsn
 from veil_collector.store.flatten import Flattener
 from veil_collector.store.migrate import migrate
 
 logger = logging.getLogger(__name__)
-
-# Routers of the other stages, mounted when their module is present.
-_OPTIONAL_ROUTERS = ("query", "evaluations", "guard", "alerts")
-
-
-def _server_scrubber(settings: Settings) -> Any | None:
-    """The PII engine's ``ServerScrubber``; None (no collector-side scrub) only while it is absent."""
-    try:
-        scrub = importlib.import_module("veil_collector.scrub")
-    except ModuleNotFoundError as exc:
-        if exc.name != "veil_collector.scrub":
-            raise
-        scrub = None
-    scrubber_class = getattr(scrub, "ServerScrubber", None)
-    if scrubber_class is None:
-        logger.warning("veil_collector.scrub is absent: spans are stored without the collector's PII scrub")
-        return None
-    return scrubber_class.from_settings(settings)
-
-
-def _pii_findings_function(scrubber: Any | None) -> Any | None:
-    if scrubber is None:
-        return None
-    return importlib.import_module("veil_collector.scrub").pii_findings_for_span
 
 
 def _alert_listener(engine: AlertEngine) -> Callable[[StoredBatch], None]:
@@ -93,14 +69,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             on_failure=getattr(app.state, "on_spool_failure", None),
         )
         spool.start()
-        scrubber = _server_scrubber(settings)
-        if scrubber is not None and settings.pii_ner_enabled:
+        scrubber = ServerScrubber.from_settings(settings)
+        if settings.pii_ner_enabled:
             # Load the NER model now: a missing model fails the start, not every batch of the drain.
             scrubber.warm_up()
         preparer = RequestPreparer(scrubber, processes=settings.receiver_processes)
         flattener = Flattener(
             cost_usd=PriceTable.load(settings.prices_file).cost_usd,
-            pii_findings=_pii_findings_function(scrubber),
+            pii_findings=pii_findings_for_span,
         )
         pipeline = Pipeline(
             spool,
@@ -163,13 +139,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(otlp.router)
     app.include_router(health.router)
     app.include_router(projects.router)
-    for name in _OPTIONAL_ROUTERS:
-        try:
-            module = importlib.import_module(f"veil_collector.api.routes.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"veil_collector.api.routes.{name}":
-                raise
-            logger.info("the %s API (veil_collector.api.routes.%s) is not installed", name, name)
-            continue
+    for module in (query, evaluations, guard, alerts_routes):
         app.include_router(module.router)
     return app
