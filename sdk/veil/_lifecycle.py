@@ -1,7 +1,7 @@
 """`veil.init()`, `flush()`, `shutdown()`, `stats()`: building and tearing down the export pipeline.
 
 Pipeline: `VeilSpan` → `VeilSpanProcessor` (bounded queue, export thread, conversion) →
-`ScrubbingSpanExporter` (PII scrub hook) → `OTLPSpanExporter` (protobuf, gzip).
+`ScrubbingSpanExporter` (PII scrub hook) → `VeilOTLPExporter` (protobuf encoded directly, gzip level 1).
 
 `init()` is set-once: a second call logs a warning and changes nothing. If the application already has an
 OpenTelemetry SDK `TracerProvider` (global, or passed as `tracer_provider=`), Veil adds its processor to it,
@@ -18,8 +18,6 @@ from importlib import metadata
 from typing import TypedDict
 
 from opentelemetry import trace
-from opentelemetry.exporter.otlp.proto.http import Compression
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
@@ -31,6 +29,7 @@ from veil import semconv as sc
 from veil._convert import Converter
 from veil._export import PassThroughScrubber, ScrubbingSpanExporter, SpanScrubber, StripContentScrubber
 from veil._guarded import _reset_counts, failure_counts, logger, record_failure
+from veil._otlp import VeilOTLPExporter
 from veil._processor import VeilSpanProcessor
 
 _lock = threading.Lock()
@@ -164,11 +163,8 @@ def init(
         if scrubber is None:
             scrubber = _default_scrubber() if config.scrub_pii else PassThroughScrubber()
         if exporter is None:
-            exporter = OTLPSpanExporter(
-                endpoint=config.endpoint,
-                headers=config.headers,
-                timeout=config.export_timeout,
-                compression=Compression.Gzip,
+            exporter = VeilOTLPExporter(
+                endpoint=config.endpoint, headers=config.headers, timeout=config.export_timeout
             )
         converter = Converter(
             resource,
