@@ -81,7 +81,7 @@ class PlaceholderRegistry:
 
 
 class TraceNumbering:
-    """The value -> number map of one trace (or of one call without a trace id)."""
+    """The value -> number map of one trace (or of one call without a trace id); counters are per label."""
 
     __slots__ = ("_counters", "_lock", "_max_values", "_numbers")
 
@@ -94,11 +94,18 @@ class TraceNumbering:
     def placeholder(self, entity_type: str, value: str) -> str:
         """Return ``[LABEL_n]`` for the value: the same n for the same normalized value."""
         key = (entity_type, normalize(entity_type, value))
+        label = placeholder_label(entity_type)
         with self._lock:
             number = self._numbers.get(key)
             if number is None:
-                number = self._counters.get(entity_type, 0) + 1
-                self._counters[entity_type] = number
+                number = self._counters.get(label, 0) + 1
+                self._counters[label] = number
                 if len(self._numbers) < self._max_values:
                     self._numbers[key] = number
-        return f"[{placeholder_label(entity_type)}_{number}]"
+        return f"[{label}_{number}]"
+
+    def reserve(self, label: str, number: int) -> None:
+        """Make new values of ``label`` (``EMAIL``) get numbers above ``number`` (already used elsewhere)."""
+        with self._lock:
+            if number > self._counters.get(label, 0):
+                self._counters[label] = number

@@ -6,12 +6,25 @@ arguments, message lists) is parsed, walked and serialised again; integers long 
 phone number are scanned as text. Cost is bounded: strings longer than ``max_text_chars`` are truncated
 (the tail is dropped, never emitted unscanned), nesting deeper than ``max_depth`` is replaced by
 ``"[MAX_DEPTH]"``, bytes are decoded as UTF-8 with replacement characters.
+
+Fast paths (the export thread and the collector's ingest scrub almost every prompt; most hold no PII):
+
+* a value in which nothing is found is returned as the very object passed in (nothing is re-built or
+  re-serialised), unless the walk had to change it (truncation, depth limit, bytes, ...);
+* a JSON string without backslashes is first scanned as one text. Its string literals are then verbatim
+  substrings between two quotes, and a quote, like the start or end of a lone string, is neither a word
+  character nor a digit and is matched by no entity, so every recognizer finds in the literal what it
+  finds in the parsed string (only phone numbers may see more context words). When nothing is found the
+  string is kept as is, unparsed; when every span lies inside one string value (not a key) it is
+  replaced in place, which keeps the JSON valid and its structure unchanged (replacements hold no quote
+  or backslash). Only otherwise is the string parsed and walked.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -65,6 +78,8 @@ class ScrubConfig:
         parse_json_strings: Walk strings that hold a JSON object or array.
         max_traces: Traces whose placeholder numbering is remembered (LRU).
         max_values_per_trace: Values numbered consistently per trace.
+        number_after_placeholders: Number new placeholders of a trace after the ``[LABEL_n]`` already in
+            its texts (the collector: the SDK numbered them from 1 too, for other values).
     """
 
     pattern_entities: frozenset[str] = PATTERN_ENTITIES
@@ -82,6 +97,7 @@ class ScrubConfig:
     parse_json_strings: bool = True
     max_traces: int = 4096
     max_values_per_trace: int = 4096
+    number_after_placeholders: bool = False
 
     def __post_init__(self) -> None:
         unknown = (set(self.pattern_entities) - PATTERN_ENTITIES) | (set(self.ner_entities) - NER_ENTITIES)
@@ -106,6 +122,23 @@ class _JsonText(NamedTuple):
     skeleton: Any  # a parsed JSON string, re-serialised after scrubbing
 
 
+class _Walk:
+    """The state of one :meth:`Scrubber.scrub_many` call's walk."""
+
+    __slots__ = ("lossy", "raw_json", "texts")
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+        self.raw_json: dict[int, int] = {}  # index into texts of a JSON string scanned whole -> its depth
+        self.lossy = False  # the current value's skeleton differs from it even without findings
+
+
+# Characters a replacement must not contain to be written inside a JSON string literal as is.
+_JSON_UNSAFE = frozenset('"\\') | frozenset(map(chr, range(32)))
+# Placeholders an earlier pass wrote: the SDK's, for the collector to number after them.
+_PLACEHOLDER = re.compile(r"\[([A-Z_]{2,32})_([0-9]{1,9})\]")
+
+
 class Scrubber:
     """Finds and replaces PII in values; safe to share between threads.
 
@@ -126,6 +159,9 @@ class Scrubber:
             if cfg.ner
             else None
         )
+        # NER reads context (keys and JSON syntax would change what it finds): it sees parsed strings only.
+        self._scan_json_whole = self._ner is None
+        self._in_place_ok = cfg.mask_char not in _JSON_UNSAFE
 
     @property
     def ner_tier(self) -> NerTier | None:
@@ -146,7 +182,8 @@ class Scrubber:
             trace_ids: One trace id (or ``None``) per value, for consistent placeholders.
 
         Returns:
-            One :class:`ScrubResult` per value, in order.
+            One :class:`ScrubResult` per value, in order. A value in which nothing was found is returned
+            as the same object, unless the walk had to change it (truncation, depth limit, bytes).
 
         Raises:
             ValueError: When ``trace_ids`` does not have one entry per value.
@@ -155,34 +192,87 @@ class Scrubber:
             trace_ids = [None] * len(values)
         elif len(trace_ids) != len(values):
             raise ValueError(f"got {len(trace_ids)} trace ids for {len(values)} values")
-        texts: list[str] = []
+        walk = _Walk()
+        texts = walk.texts
         skeletons = []
+        unchanged: list[bool] = []  # whether the skeleton assembles to the value itself when nothing is found
         owners: list[int] = []  # the index of the value each text came from
         for i, value in enumerate(values):
             first = len(texts)
-            skeletons.append(self._decompose(value, texts, 0))
+            walk.lossy = False
+            skeletons.append(self._decompose(value, walk, 0))
+            unchanged.append(not walk.lossy)
             owners.extend([i] * (len(texts) - first))
         spans = self.analyze(texts)
+        parsed = self._walk_json_with_findings(walk, spans, owners)
         # Numbering maps and counters are made only for values with findings (most have none).
         maps: dict[int, TraceNumbering] = {}
+        if self.config.number_after_placeholders:
+            self._reserve_placeholders(texts, owners, trace_ids, maps)
         counters: dict[int, Counter[tuple[str, str]]] = {}
-        scrubbed = []
-        for text, text_spans, owner in zip(texts, spans, owners, strict=True):
+        scrubbed = list(texts)
+        for index, (text, text_spans, owner) in enumerate(zip(texts, spans, owners, strict=True)):
             if not text_spans:
-                scrubbed.append(text)
                 continue
             trace_map = maps.get(owner)
             if trace_map is None:
                 trace_map = maps[owner] = self._registry.for_trace(trace_ids[owner])
             counter = counters.setdefault(owner, Counter())
-            scrubbed.append(self._replace(text, text_spans, trace_map, counter))
+            scrubbed[index] = self._replace(text, text_spans, trace_map, counter)
         return [
-            ScrubResult(
-                _assemble(skeleton, scrubbed),
+            ScrubResult(value, ())
+            if i not in counters and unchanged[i]
+            else ScrubResult(
+                _assemble(skeleton, scrubbed, parsed),
                 tuple(Finding(t, n, d) for (t, d), n in sorted(counters[i].items())) if i in counters else (),
             )
-            for i, skeleton in enumerate(skeletons)
+            for i, (value, skeleton) in enumerate(zip(values, skeletons, strict=True))
         ]
+
+    def _walk_json_with_findings(
+        self, walk: _Walk, spans: list[list[EntitySpan]], owners: list[int]
+    ) -> dict[int, _JsonText]:
+        """Parse and walk the JSON strings scanned whole whose spans cannot be replaced in place.
+
+        Their leaves are appended to ``walk.texts``, ``spans`` and ``owners``; the whole string's spans
+        are cleared (its leaves carry them now). Returns the skeleton of each such string by its index.
+        """
+        texts = walk.texts
+        parsed: dict[int, _JsonText] = {}
+        while walk.raw_json:
+            raw_json, walk.raw_json = walk.raw_json, {}
+            first = len(texts)
+            for index, depth in raw_json.items():
+                if not spans[index] or (self._in_place_ok and _in_place(texts[index], spans[index])):
+                    continue
+                start = len(texts)
+                skeleton = self._parse(texts[index], walk, depth)
+                if skeleton is None:
+                    continue  # not JSON: the spans of the text stand
+                parsed[index] = skeleton
+                spans[index] = []
+                owners.extend([owners[index]] * (len(texts) - start))
+            # Leaves that are JSON strings themselves are scanned whole in the next round.
+            spans.extend(self.analyze(texts[first:]))
+        return parsed
+
+    def _reserve_placeholders(
+        self,
+        texts: list[str],
+        owners: list[int],
+        trace_ids: Sequence[str | None],
+        maps: dict[int, TraceNumbering],
+    ) -> None:
+        """Number new placeholders of each trace after those an earlier pass left in its texts."""
+        for text, owner in zip(texts, owners, strict=True):
+            trace_id = trace_ids[owner]
+            if trace_id is None or "[" not in text or _PLACEHOLDER.search(text) is None:
+                continue
+            trace_map = maps.get(owner)
+            if trace_map is None:
+                trace_map = maps[owner] = self._registry.for_trace(trace_id)
+            for label, number in _PLACEHOLDER.findall(text):
+                trace_map.reserve(label, int(number))
 
     def analyze(self, texts: Sequence[str]) -> list[list[EntitySpan]]:
         """Return what :meth:`scrub_many` would replace in each text: non-overlapping spans by position.
@@ -234,22 +324,30 @@ class Scrubber:
                 out = out.replace(value, replacement)
         return out
 
-    def _decompose(self, value: Any, texts: list[str], depth: int) -> Any:
-        """Return ``value``'s skeleton with each string leaf replaced by a :class:`_Leaf` into ``texts``."""
-        if depth > self.config.max_depth:
+    def _decompose(self, value: Any, walk: _Walk, depth: int) -> Any:
+        """Return ``value``'s skeleton with each string leaf replaced by a :class:`_Leaf` into the texts."""
+        cfg = self.config
+        if depth > cfg.max_depth:
+            walk.lossy = True
             return DEPTH_MARKER
         if isinstance(value, bytes | bytearray | memoryview):
             value = bytes(value).decode("utf-8", errors="replace")
+            walk.lossy = True
         if isinstance(value, str):
-            if len(value) > self.config.max_text_chars:
-                value = value[: self.config.max_text_chars] + TRUNCATION_MARKER
-            elif self.config.parse_json_strings and value[:1] in ("{", "[") and value[-1:] in ("}", "]"):
-                try:
-                    parsed = json.loads(value)
-                except (ValueError, RecursionError):
-                    pass  # not JSON, or nested beyond the parser's recursion limit: scanned as text
-                else:
-                    return _JsonText(self._decompose(parsed, texts, depth + 1))
+            texts = walk.texts
+            if len(value) > cfg.max_text_chars:
+                value = value[: cfg.max_text_chars] + TRUNCATION_MARKER
+                walk.lossy = True
+            elif cfg.parse_json_strings and value[:1] in ("{", "[") and value[-1:] in ("}", "]"):
+                # Scanned whole when that is exact: no escapes, and too few brackets to reach max_depth.
+                if (
+                    self._scan_json_whole
+                    and "\\" not in value
+                    and depth + 1 + value.count("{") + value.count("[") <= cfg.max_depth
+                ):
+                    walk.raw_json[len(texts)] = depth
+                elif (skeleton := self._parse(value, walk, depth)) is not None:
+                    return skeleton
             texts.append(value)
             return _Leaf(len(texts) - 1, None)
         if isinstance(value, bool) or value is None or isinstance(value, float):
@@ -257,28 +355,62 @@ class Scrubber:
         if isinstance(value, int):
             if abs(value) < 1_000_000:
                 return value  # too short to be a phone, card or SSN
-            texts.append(str(value))
-            return _Leaf(len(texts) - 1, value)
+            walk.texts.append(str(value))
+            return _Leaf(len(walk.texts) - 1, value)
         if isinstance(value, Mapping):
-            return {k: self._decompose(v, texts, depth + 1) for k, v in value.items()}
+            walk.lossy |= type(value) is not dict  # assembled as a dict
+            return {k: self._decompose(v, walk, depth + 1) for k, v in value.items()}
         if isinstance(value, list | tuple):
-            return type(value)(self._decompose(v, texts, depth + 1) for v in value)
+            return type(value)(self._decompose(v, walk, depth + 1) for v in value)
         return value
 
+    def _parse(self, value: str, walk: _Walk, depth: int) -> _JsonText | None:
+        """The skeleton of a JSON string, or ``None`` when it is not JSON (it is then scanned as text)."""
+        try:
+            parsed = json.loads(value)
+        except (ValueError, RecursionError):
+            return None  # not JSON, or nested beyond the parser's recursion limit
+        return _JsonText(self._decompose(parsed, walk, depth + 1))
 
-def _assemble(skeleton: Any, texts: list[str]) -> Any:
+
+def _assemble(skeleton: Any, texts: list[str], parsed: dict[int, _JsonText]) -> Any:
     if isinstance(skeleton, _Leaf):
+        if skeleton.index in parsed:
+            return _assemble(parsed[skeleton.index], texts, parsed)
         text = texts[skeleton.index]
         if skeleton.original is not None and text == str(skeleton.original):
             return skeleton.original
         return text
     if isinstance(skeleton, _JsonText):
-        return json.dumps(_assemble(skeleton.skeleton, texts), ensure_ascii=False)
+        return json.dumps(_assemble(skeleton.skeleton, texts, parsed), ensure_ascii=False)
     if isinstance(skeleton, dict):
-        return {k: _assemble(v, texts) for k, v in skeleton.items()}
+        return {k: _assemble(v, texts, parsed) for k, v in skeleton.items()}
     if isinstance(skeleton, list | tuple):
-        return type(skeleton)(_assemble(v, texts) for v in skeleton)
+        return type(skeleton)(_assemble(v, texts, parsed) for v in skeleton)
     return skeleton
+
+
+_QUOTE = re.compile('"')
+_KEY_END = re.compile(r"\s*:")
+
+
+def _in_place(text: str, spans: list[EntitySpan]) -> bool:
+    """Whether replacing ``spans`` in the JSON ``text`` (no backslashes) is what the walk would do.
+
+    True when every span lies inside one string value (between the quotes of a literal that is not
+    followed by ``:``) and no found value occurs elsewhere (``Scrubber._replace`` replaces every
+    occurrence of a found value, which could be in a key or a number). When ``text`` is not JSON at all,
+    replacing the spans is what the walk does too (it scans such a string as text).
+    """
+    quotes = [m.start() for m in _QUOTE.finditer(text)]
+    found: Counter[str] = Counter()
+    for start, end, _, _ in spans:
+        i = bisect_right(quotes, start)
+        # Literals are quotes[0]..quotes[1], quotes[2]..quotes[3], ...: inside one when i is odd.
+        if not i % 2 or i == len(quotes) or end > quotes[i] or _KEY_END.match(text, quotes[i] + 1):
+            return False
+        found[text[start:end]] += 1
+    return all(text.count(value) == n for value, n in found.items())
 
 
 def _merge(pattern_spans: list[EntitySpan], ner_spans: list[EntitySpan], text: str) -> list[EntitySpan]:
