@@ -20,12 +20,14 @@ reproduce their blocks exactly for insert deduplication to recognise them.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -135,9 +137,33 @@ def _raw(value: AnyValue) -> Any:
     return None
 
 
+# One encoder for every call: json.dumps with non-default options builds a new JSONEncoder each time.
+_GO_JSON_ENCODER = json.JSONEncoder(
+    separators=(",", ":"), sort_keys=True, ensure_ascii=False, allow_nan=False
+)
+
+
+def _string_array_json(values: Sequence[AnyValue]) -> str | None:
+    """``_go_json`` of an array of non-empty strings (tags, finish reasons); None for any other array.
+
+    The common case, read without a oneof dispatch per item and joined from the C string encoder that
+    ``_GO_JSON_ENCODER`` uses, so the text is the same; anything else goes through ``_raw``.
+    """
+    items = [item.string_value for item in values]
+    if not items or not all(items):
+        return None
+    return _go_escape("[" + ",".join(map(encode_basestring, items)) + "]")
+
+
+def _go_escape(text: str) -> str:
+    # translate() is slow even when nothing matches; most texts hold none of these characters.
+    if "<" in text or ">" in text or "&" in text or "\u2028" in text or "\u2029" in text:
+        return text.translate(_GO_JSON_ESCAPES)
+    return text
+
+
 def _go_json(value: Any) -> str:
-    text = json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False, allow_nan=False)
-    return text.translate(_GO_JSON_ESCAPES)
+    return _go_escape(_GO_JSON_ENCODER.encode(value))
 
 
 def as_string(value: AnyValue) -> str:
@@ -155,6 +181,8 @@ def as_string(value: AnyValue) -> str:
         return base64.b64encode(value.bytes_value).decode("ascii")
     if kind in ("array_value", "kvlist_value"):
         try:
+            if kind == "array_value":
+                return _string_array_json(value.array_value.values) or _go_json(_raw(value))
             return _go_json(_raw(value))
         except ValueError:  # NaN or infinity inside: Go's json.Marshal fails and pdata returns ""
             return ""
@@ -166,8 +194,10 @@ def attributes_map(attributes: Iterable[KeyValue]) -> dict[str, str]:
     out = {}
     for kv in attributes:
         value = kv.value
-        # Most values are strings: skip the dispatch in as_string for them (the drain's hot loop).
-        out[kv.key] = value.string_value if value.WhichOneof("value") == "string_value" else as_string(value)
+        # Most values are non-empty strings: read them without the oneof dispatch (the drain's hot loop).
+        # An empty string_value is also what every other kind reads as, so those go through as_string.
+        text = value.string_value
+        out[kv.key] = text if text else as_string(value)
     return out
 
 
@@ -195,16 +225,20 @@ def _float(text: str | None) -> float:
 
 def _string_list(text: str | None) -> list[str]:
     """An attribute that may be a string array (JSON after stringification) or a single string."""
-    if not text:
-        return []
+    return list(_parse_string_list(text)) if text else []
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_string_list(text: str) -> tuple[str, ...]:
+    # Cached: finish reasons and tags take a handful of distinct values across millions of spans.
     if text.startswith("["):
         try:
             items = json.loads(text)
         except ValueError:
-            return [text]
+            return (text,)
         if isinstance(items, list):
-            return [item if isinstance(item, str) else json.dumps(item) for item in items]
-    return [text]
+            return tuple(item if isinstance(item, str) else json.dumps(item) for item in items)
+    return (text,)
 
 
 def message_text(messages_json: str | None) -> str:
@@ -323,6 +357,24 @@ class Flattener:
         status = STATUS_CODES[span.status.code] if span.status.code < len(STATUS_CODES) else "Unset"
         events = span.events
         links = span.links
+        # Nearly every span has neither: skip building six empty lists through the upb wrappers.
+        if events:
+            event_columns = (
+                [event.time_unix_nano for event in events],
+                [event.name for event in events],
+                [attributes_map(event.attributes) for event in events],
+            )
+        else:
+            event_columns = ([], [], [])
+        if links:
+            link_columns = (
+                [link.trace_id.hex() for link in links],
+                [link.span_id.hex() for link in links],
+                [link.trace_state for link in links],
+                [attributes_map(link.attributes) for link in links],
+            )
+        else:
+            link_columns = ([], [], [], [])
         out.traces.append(
             [
                 start,
@@ -340,13 +392,8 @@ class Flattener:
                 duration,
                 status,
                 span.status.message,
-                [event.time_unix_nano for event in events],
-                [event.name for event in events],
-                [attributes_map(event.attributes) for event in events],
-                [link.trace_id.hex() for link in links],
-                [link.span_id.hex() for link in links],
-                [link.trace_state for link in links],
-                [attributes_map(link.attributes) for link in links],
+                *event_columns,
+                *link_columns,
                 origin.project_id,
                 origin.batch,
             ]

@@ -40,6 +40,22 @@ def test_attribute_values_are_stringified_like_pdata():
     assert as_string(AnyValue()) == ""
 
 
+@pytest.mark.parametrize(
+    "items",
+    [["stop"], ["a", "b"], ['q"uote', "back\\slash", "new\nline", "<b>&", "\u2028", "é✓", "\x01"], ["x", ""]],
+)
+def test_string_arrays_are_stringified_like_go_json(items):
+    value = AnyValue(array_value=ArrayValue(values=[AnyValue(string_value=item) for item in items]))
+    expected = (
+        json.dumps(items, separators=(",", ":"), ensure_ascii=False)
+        .replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+        .replace("\u2028", "\\u2028")
+    )
+    assert as_string(value) == expected
+
+
 def test_message_text_joins_text_parts_and_skips_others():
     document = json.dumps(
         [
