@@ -13,17 +13,25 @@ apart, for as long as parsing them takes. A fixed 2 ms window would cut that bur
 batches; closing the batch only when the inflow pauses keeps batches full under load, while a lone
 request waits just one gap.
 
-The queue is bounded: when it is full, :meth:`MicroBatcher.submit` raises :class:`Overloaded` at once
-(the route answers 503 with ``Retry-After``) instead of letting latency grow without limit.
+Async callers (the HTTP route) use :meth:`MicroBatcher.run`: their results are handed to their event loop
+in one ``call_soon_threadsafe`` per batch, not one per request. Profiling the collector under 64 concurrent
+HTTP clients showed ``asyncio.wrap_future`` around a ``concurrent.futures.Future`` costing the event loop
+about a sixth of its time: a condition lock per request and a self-pipe write (a loop wake-up) per result.
+
+The queue is bounded: when it is full, :meth:`MicroBatcher.submit` and :meth:`MicroBatcher.run` raise
+:class:`Overloaded` at once (the route answers 503 with ``Retry-After``) instead of letting latency grow
+without limit.
 """
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import logging
 import queue
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -40,8 +48,18 @@ class Overloaded(RuntimeError):
 
 @dataclass(slots=True)
 class _Request(Generic[T, R]):
+    """One caller's items and where its results go: a thread future, or an asyncio future on ``loop``."""
+
     items: Sequence[T]
-    future: concurrent.futures.Future[list[R]]
+    future: concurrent.futures.Future[list[R]] | asyncio.Future[list[R]]
+    loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self) -> bool:
+        """False when the caller gave up (cancelled) before its batch ran: its items are not scored."""
+        if self.loop is None:
+            return self.future.set_running_or_notify_cancel()  # type: ignore[union-attr]
+        # Read from the worker thread without the loop: at worst a just-cancelled caller is scored anyway.
+        return not self.future.cancelled()
 
 
 _STOP = object()
@@ -98,13 +116,32 @@ class MicroBatcher(Generic[T, R]):
         if not items:
             future.set_result([])
             return future
+        self._enqueue(_Request(items, future))
+        return future
+
+    async def run(self, items: Sequence[T]) -> list[R]:
+        """Queues ``items`` from a coroutine and returns their results, in order.
+
+        The batch worker settles every caller of one batch that waits on this event loop with a single
+        ``call_soon_threadsafe``, so the loop wakes once per batch rather than once per request.
+
+        Raises:
+            Overloaded: the queue is full or the batcher is shut down.
+        """
+        if not items:
+            return []
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[R]] = loop.create_future()
+        self._enqueue(_Request(items, future, loop))
+        return await future
+
+    def _enqueue(self, request: _Request[T, R]) -> None:
         if self._closed:
             raise Overloaded("the guard batcher is shut down")
         try:
-            self._queue.put_nowait(_Request(items, future))
+            self._queue.put_nowait(request)
         except queue.Full:
             raise Overloaded(f"{self._queue.maxsize} guard requests are already waiting") from None
-        return future
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Finishes the requests already queued, then stops the worker (waits at most ``timeout``)."""
@@ -152,11 +189,11 @@ class MicroBatcher(Generic[T, R]):
                 request = self._queue.get_nowait()
             except queue.Empty:
                 return
-            if request is not _STOP and request.future.set_running_or_notify_cancel():
-                request.future.set_exception(Overloaded("the guard batcher is shut down"))
+            if request is not _STOP and request.start():
+                _settle([(request, Overloaded("the guard batcher is shut down"))])
 
     def _execute(self, batch: list[_Request[T, R]]) -> None:
-        live = [r for r in batch if r.future.set_running_or_notify_cancel()]
+        live = [r for r in batch if r.start()]
         if not live:
             return
         items = [item for request in live for item in request.items]
@@ -167,13 +204,47 @@ class MicroBatcher(Generic[T, R]):
                 raise RuntimeError(f"batch function returned {len(results)} results for {len(items)} items")
         except Exception as exc:  # every caller of this batch learns why; the worker keeps serving
             logger.exception("guard batch of %d items failed", len(items))
-            for request in live:
-                request.future.set_exception(exc)
+            _settle([(request, exc) for request in live])
             return
         elapsed = time.perf_counter() - started
+        outcomes: list[tuple[_Request[T, R], list[R] | BaseException]] = []
         offset = 0
         for request in live:
-            request.future.set_result(results[offset : offset + len(request.items)])
+            outcomes.append((request, results[offset : offset + len(request.items)]))
             offset += len(request.items)
+        _settle(outcomes)
         if self._on_batch is not None:
             self._on_batch(len(items), elapsed)
+
+
+def _settle(outcomes: Sequence[tuple[_Request[T, R], list[R] | BaseException]]) -> None:
+    """Hands each request its results (or the exception): thread futures at once, asyncio ones grouped
+    into one callback per event loop."""
+    by_loop: defaultdict[
+        asyncio.AbstractEventLoop, list[tuple[asyncio.Future[list[R]], list[R] | BaseException]]
+    ]
+    by_loop = defaultdict(list)
+    for request, outcome in outcomes:
+        if request.loop is None:
+            future = request.future
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+        else:
+            by_loop[request.loop].append((request.future, outcome))  # type: ignore[arg-type]
+    for loop, pairs in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle_on_loop, pairs)
+        except RuntimeError:  # the caller's loop is closed: nobody is waiting any more
+            logger.debug("dropping %d guard results for a closed event loop", len(pairs))
+
+
+def _settle_on_loop(pairs: list[tuple[asyncio.Future[list[R]], list[R] | BaseException]]) -> None:
+    for future, outcome in pairs:
+        if future.done():  # cancelled while its batch ran (the client went away)
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)

@@ -9,7 +9,6 @@ observes latency and batch sizes on ``/metrics``.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -139,8 +138,7 @@ class GuardService:
         if unknown:
             raise ValueError(f"unknown checks {sorted(unknown)}; the collector scores {', '.join(CHECKS)}")
         wants_bias = "bias" in checks
-        future = self._batcher.submit([ScoreItem(text, wants_bias) for text in texts])
-        return await asyncio.wrap_future(future)
+        return await self._batcher.run([ScoreItem(text, wants_bias) for text in texts])
 
     async def check(
         self,
