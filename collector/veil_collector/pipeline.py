@@ -1,10 +1,16 @@
 """The drain: spooled requests -> server-side scrub -> ClickHouse, exactly once, then later stages.
 
-One worker thread reads the spool in seq order and cuts a batch ``[a, b)`` once it holds
+A prepare thread reads the spool in seq order and cuts a batch ``[a, b)`` once it holds
 ``batch_spans`` spans or its oldest request has waited ``interval_s``. For each batch it:
 
 1. parses the requests once and runs the NER scrub pass on them (when a scrubber is configured);
-2. flattens them into the rows of every table (``store.flatten``), ``VeilBatch = a`` on each row;
+2. flattens them into the rows of every table (``store.flatten``), ``VeilBatch = a`` on each row,
+   and hands the batch to the store thread (one batch waits at most, so memory stays bounded).
+
+Flattening is pure Python and an insert spends most of its time in ClickHouse's C++ code without the
+GIL, so preparing batch ``n + 1`` while batch ``n`` is inserted keeps both busy. The store thread takes
+the batches in seq order and, for each:
+
 3. writes the intent ``(a, b)`` to ``<spool>/inflight`` (temp file, fsync, rename, fsync the folder);
 4. inserts each table synchronously with ``insert_deduplication_token = veil:{a}:{b}:{table}``,
    ``insert_deduplicate=1`` and ``deduplicate_blocks_in_dependent_materialized_views=1``, so a replay
@@ -25,13 +31,15 @@ drain in the same way: memory stays bounded.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
 import secrets
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from google.protobuf.message import DecodeError
@@ -117,8 +125,10 @@ class Pipeline:
         self._listeners: tuple[Listener, ...] = ()
         self._listeners_lock = threading.Lock()
         self._handoff: queue.Queue[StoredBatch | None] = queue.Queue(maxsize=_LISTENER_QUEUE)
+        self._prepared: queue.Queue[_PreparedBatch] = queue.Queue(maxsize=1)
         self._stopping = threading.Event()
         self._drained = threading.Condition()
+        self._preparer: threading.Thread | None = None
         self._worker: threading.Thread | None = None
         self._dispatcher: threading.Thread | None = None
         self.last_error: str | None = None
@@ -133,11 +143,15 @@ class Pipeline:
             self._listeners = (*self._listeners, listener)
 
     def start(self) -> None:
-        """Start the drain and dispatch threads."""
+        """Start the prepare, drain and dispatch threads."""
         if self._worker is not None:
             return
         self._dispatcher = threading.Thread(target=self._dispatch, name="veil-pipeline-dispatch", daemon=True)
         self._dispatcher.start()
+        self._preparer = threading.Thread(
+            target=self._prepare_loop, name="veil-pipeline-prepare", daemon=True
+        )
+        self._preparer.start()
         self._worker = threading.Thread(target=self._run, name="veil-pipeline-drain", daemon=True)
         self._worker.start()
 
@@ -145,8 +159,9 @@ class Pipeline:
         """Finish the batch being stored, then stop; what is left stays in the spool for next start."""
         deadline = time.monotonic() + timeout
         self._stopping.set()
-        if self._worker is not None:
-            self._worker.join(timeout)
+        for thread in (self._preparer, self._worker):
+            if thread is not None:
+                thread.join(max(deadline - time.monotonic(), 0.0))
         if self._dispatcher is not None:
             try:
                 self._handoff.put(None, timeout=max(deadline - time.monotonic(), 0.0))
@@ -169,15 +184,41 @@ class Pipeline:
 
     # ------------------------------------------------------------------ drain
 
-    def _run(self) -> None:
-        try:
+    def _prepare_loop(self) -> None:
+        """Collect, scrub and flatten batches in seq order and queue them for the store thread."""
+        with self._stopped_on_error():
             replay = self._pending_intent_size()
             verify_first = replay is not None
             while not self._stopping.is_set():
-                records = self._collect(replay if verify_first else None)
-                if records:
-                    self._store_batch(records, verify=verify_first)
-                    verify_first = False
+                batch = self._collect(replay if verify_first else None)
+                if not batch:
+                    continue
+                prepared = self._prepare(batch, verify=verify_first)
+                verify_first = False
+                while not self._stopping.is_set():
+                    try:
+                        self._prepared.put(prepared, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+
+    def _run(self) -> None:
+        """Store the prepared batches in the order they were cut."""
+        with self._stopped_on_error():
+            while not self._stopping.is_set():
+                try:
+                    prepared = self._prepared.get(timeout=0.2)
+                except queue.Empty:
+                    if self._preparer is not None and not self._preparer.is_alive():
+                        return  # the preparer stopped on an error: nothing more will come
+                    continue
+                self._store_batch(prepared)
+
+    @contextlib.contextmanager
+    def _stopped_on_error(self) -> Iterator[None]:
+        """Turn a drain thread's fatal error into ``last_error`` (readyz) and a critical log."""
+        try:
+            yield
         except SpoolError as exc:
             self.last_error = f"spool: {exc}"
             logger.critical("pipeline: stopped draining: %s", exc)
@@ -227,9 +268,10 @@ class Pipeline:
                 break
         return batch
 
-    def _store_batch(
+    def _prepare(
         self, batch: Sequence[tuple[Record, ExportTraceServiceRequest | None]], *, verify: bool
-    ) -> None:
+    ) -> _PreparedBatch:
+        """Scrub and flatten one collected batch (no side effects outside it)."""
         first, last = batch[0][0].seq, batch[-1][0].seq + 1
         requests = [(record.project_id, request) for record, request in batch if request is not None]
         if self._scrubber is not None:
@@ -237,6 +279,10 @@ class Pipeline:
                 self._scrubber.ner_pass(request)
         flat = FlatBatch()
         self._flattener.flatten(requests, batch=first, out=flat)
+        return _PreparedBatch(first, last, batch[0][0].received_unix_ns, flat, verify)
+
+    def _store_batch(self, prepared: _PreparedBatch) -> None:
+        first, last, flat, verify = prepared.first, prepared.last, prepared.flat, prepared.verify
         atomic_write(self._intent_path, json.dumps({"a": first, "b": last}).encode())
         backoff = 0.5
         while True:
@@ -253,7 +299,7 @@ class Pipeline:
                 backoff = min(backoff * 2, _BACKOFF_MAX_S)
         self._spool.checkpoint(last)
         self.last_error = None
-        lag = (time.time_ns() - batch[0][0].received_unix_ns) / 1e9
+        lag = (time.time_ns() - prepared.oldest_received_unix_ns) / 1e9
         DRAIN_LAG.observe(lag)
         DRAIN_LAG_NOW.set(lag)
         BATCH_SPANS.observe(len(flat.traces))
@@ -326,6 +372,17 @@ class Pipeline:
                 except Exception:  # a listener is other stages' code: log, count, keep draining
                     LISTENER_ERRORS.inc()
                     logger.exception("pipeline: listener %r failed", listener)
+
+
+@dataclass(frozen=True, slots=True)
+class _PreparedBatch:
+    """A batch ``[first, last)`` flattened and ready to insert; ``verify`` for a replayed intent."""
+
+    first: int
+    last: int
+    oldest_received_unix_ns: int
+    flat: FlatBatch
+    verify: bool
 
 
 def _parse(record: Record) -> ExportTraceServiceRequest | None:
