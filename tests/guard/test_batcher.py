@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import pytest
@@ -55,6 +56,66 @@ def test_64_concurrent_callers_share_batches_and_get_their_own_results() -> None
     assert max(sizes) <= 64
     # The first batch ran while everybody else queued: the rest fit in two batches of at most 64.
     assert len(sizes) <= 3
+
+
+def test_64_async_callers_share_batches_and_each_gets_its_own_results() -> None:
+    fn = Recorder()
+    fn.release.clear()
+    batcher: MicroBatcher[str, str] = MicroBatcher(fn, max_batch=64, window_s=0.001)
+
+    async def main() -> list[list[str]]:
+        callers = [
+            asyncio.ensure_future(batcher.run([f"c{i}-a", f"c{i}-b"] if i % 2 else [f"c{i}"]))
+            for i in range(64)
+        ]
+        await asyncio.sleep(0)  # every caller runs up to its await: all 64 requests are queued
+        fn.release.set()
+        return await asyncio.gather(*callers)
+
+    results = asyncio.run(main())
+    batcher.shutdown()
+    for i, result in enumerate(results):
+        assert result == ([f"c{i}-a:scored", f"c{i}-b:scored"] if i % 2 else [f"c{i}:scored"])
+    sizes = [len(batch) for batch in fn.batches]
+    assert sum(sizes) == 96 and max(sizes) <= 64 and len(sizes) <= 3
+
+
+def test_an_async_caller_that_gives_up_does_not_disturb_the_others() -> None:
+    fn = Recorder()
+    fn.release.clear()
+    batcher: MicroBatcher[str, str] = MicroBatcher(fn, window_s=0)
+
+    async def main() -> tuple[list[str], list[str]]:
+        first = asyncio.ensure_future(batcher.run(["first"]))
+        await asyncio.sleep(0)
+        assert await asyncio.to_thread(fn.entered.wait, 10)
+        gone = asyncio.ensure_future(batcher.run(["gone"]))
+        last = asyncio.ensure_future(batcher.run(["last"]))
+        await asyncio.sleep(0)
+        gone.cancel()  # e.g. the HTTP client disconnected while its request waited for a batch
+        fn.release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        return await first, await last
+
+    assert asyncio.run(main()) == (["first:scored"], ["last:scored"])
+    batcher.shutdown()
+    assert ["gone"] not in fn.batches and ["gone", "last"] not in fn.batches
+
+
+def test_an_async_caller_gets_the_batch_error_and_an_empty_call_needs_no_worker() -> None:
+    def broken(items: list[str]) -> list[str]:
+        raise RuntimeError("CUDA out of memory")
+
+    batcher: MicroBatcher[str, str] = MicroBatcher(broken, window_s=0)
+
+    async def main() -> None:
+        assert await batcher.run([]) == []
+        with pytest.raises(RuntimeError, match="CUDA out of memory"):
+            await batcher.run(["a"])
+
+    asyncio.run(main())
+    batcher.shutdown()
 
 
 def test_a_request_never_splits_and_an_oversized_one_runs_alone() -> None:
