@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from veil.pii import PATTERN_ENTITIES, Operator, Scrubber, ScrubConfig
@@ -60,3 +62,19 @@ def test_known_entities_are_always_detected_in_prose(values: list[str]) -> None:
     out = Scrubber().scrub(text).value
     for value in values:
         assert value not in out
+
+
+@settings(max_examples=300, deadline=None)
+@given(parts=texts, compact=st.booleans())
+def test_json_strings_scanned_whole_scrub_like_the_walk(parts: list[tuple[str, str]], compact: bool) -> None:
+    # A message list as a JSON string (scanned whole, replaced in place when it can be) must come out
+    # as the same structure as scrubbing the parsed list (the walk), and stay valid JSON.
+    text = "".join(segment + sep for segment, sep in parts)
+    messages = [{"role": "user", "parts": [{"type": "text", "content": text}]}]
+    raw = json.dumps(messages, separators=(",", ":") if compact else None)
+    whole = Scrubber().scrub(raw)
+    walked = Scrubber().scrub(messages)
+    assert json.loads(whole.value) == walked.value
+    assert whole.findings == walked.findings
+    if not walked.findings:
+        assert whole.value is raw  # nothing found: the very string, not a re-serialised copy

@@ -157,3 +157,25 @@ def test_importing_the_engine_loads_no_heavy_dependency() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_values_without_findings_are_returned_as_the_same_object() -> None:
+    s = Scrubber()
+    for value in ("plain prose", '{"role": "user", "content": "hi"}', {"a": ["b", 1]}, ["x", ("y",)]):
+        result = s.scrub(value)
+        assert result.value is value and result.findings == ()
+    assert s.scrub(b"bytes").value == "bytes"  # changed by the walk (decoded) even without findings
+
+
+def test_json_string_is_replaced_in_place_only_inside_string_values() -> None:
+    s = Scrubber()
+    compact = '[{"role":"user","content":"mail jane@example.com"}]'
+    assert s.scrub(compact).value == '[{"role":"user","content":"mail [EMAIL_1]"}]'  # layout kept
+    # The value also occurs in a key, where no recognizer accepts it: replacing it in the text would
+    # change the key, so the string is parsed and walked (keys are kept).
+    keyed = json.dumps({"ID555-123-4567": "call 555-123-4567"})
+    assert json.loads(s.scrub(keyed).value) == {"ID555-123-4567": "call [PHONE_1]"}
+    # An entity in a key is left to the walk as well; a number is scanned as text and kept a string.
+    assert json.loads(s.scrub('{"jane@example.com": 4111111111111111}').value) == {
+        "jane@example.com": "[CREDIT_CARD_1]"
+    }

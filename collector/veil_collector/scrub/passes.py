@@ -77,7 +77,12 @@ class ServerScrubber:
         operators: Mapping[str, Operator | str] | None = None,
         pseudonym_secret: bytes | str | None = None,
     ) -> None:
-        common: dict[str, Any] = {"operators": dict(operators or {}), "pseudonym_secret": pseudonym_secret}
+        common: dict[str, Any] = {
+            "operators": dict(operators or {}),
+            "pseudonym_secret": pseudonym_secret,
+            # The SDK numbered its placeholders from 1 as well, for other values: continue after them.
+            "number_after_placeholders": True,
+        }
         self._patterns = Scrubber(ScrubConfig(**common))
         self._ner = (
             Scrubber(
@@ -115,14 +120,14 @@ class ServerScrubber:
     def fast_pass(self, request: ExportTraceServiceRequest) -> int:
         """Replace pattern entities in every string of ``request``; return how many were replaced."""
         with PASS_SECONDS.labels("pattern").time():
-            return self._run(self._patterns, list(_all_strings(request)), "pattern")
+            return self._run(self._patterns, _all_strings(request), "pattern")
 
     def ner_pass(self, request: ExportTraceServiceRequest) -> int:
         """Replace NER entities in the content attributes of ``request``; return how many were replaced."""
         if self._ner is None:
             return 0
         with PASS_SECONDS.labels("ner").time():
-            return self._run(self._ner, list(_content_strings(request)), "ner")
+            return self._run(self._ner, _content_strings(request), "ner")
 
     @staticmethod
     def _run(scrubber: Scrubber, targets: list[_Target], pass_name: str) -> int:
@@ -135,9 +140,10 @@ class ServerScrubber:
         )
         per_span: dict[int, tuple[Span, Counter[FindingKey]]] = {}
         total = 0
-        for (holder, field, span, key, _), result in zip(targets, results, strict=True):
-            if not result.findings:
+        for index, result in enumerate(results):
+            if not result.findings:  # most strings: nothing to write back
                 continue
+            holder, field, span, key, _ = targets[index]
             setattr(holder, field, result.value)
             for finding in result.findings:
                 total += finding.count
@@ -165,55 +171,67 @@ def _append_findings(span: Span, counts: Counter[FindingKey]) -> None:
 
 
 def _values(
-    key: str, value: AnyValue, span: Span | None, trace_id: str | None, depth: int = 0
-) -> Iterable[_Target]:
+    key: str, value: AnyValue, span: Span | None, trace_id: str | None, out: list[_Target], depth: int = 0
+) -> None:
     kind = value.WhichOneof("value")
     if kind == "string_value":
-        yield (value, "string_value", span, key, trace_id)
+        out.append((value, "string_value", span, key, trace_id))
     elif depth < _MAX_VALUE_DEPTH and kind == "array_value":
         for item in value.array_value.values:
-            yield from _values(key, item, span, trace_id, depth + 1)
+            _values(key, item, span, trace_id, out, depth + 1)
     elif depth < _MAX_VALUE_DEPTH and kind == "kvlist_value":
         for kv in value.kvlist_value.values:
-            yield from _values(key, kv.value, span, trace_id, depth + 1)
+            _values(key, kv.value, span, trace_id, out, depth + 1)
 
 
 def _attributes(
     attributes: Iterable[KeyValue],
     span: Span | None,
     trace_id: str | None,
+    out: list[_Target],
     only: frozenset[str] | None = None,
-) -> Iterable[_Target]:
+) -> None:
+    # Plain loops and appends, no generators: this runs for every attribute of every span on ingest.
     for kv in attributes:
-        if kv.key in _OWN_KEYS or (only is not None and kv.key not in only):
+        key = kv.key
+        if key in _OWN_KEYS or (only is not None and key not in only):
             continue
-        yield from _values(kv.key, kv.value, span, trace_id)
+        value = kv.value
+        kind = value.WhichOneof("value")
+        if kind == "string_value":
+            out.append((value, "string_value", span, key, trace_id))
+        elif kind == "array_value" or kind == "kvlist_value":
+            _values(key, value, span, trace_id, out)
 
 
 def _trace_of(span: Span | None) -> str | None:
     return span.trace_id.hex() if span is not None else None
 
 
-def _all_strings(request: ExportTraceServiceRequest) -> Iterable[_Target]:
+def _all_strings(request: ExportTraceServiceRequest) -> list[_Target]:
+    out: list[_Target] = []
     for resource_spans in request.resource_spans:
         first = next((s for ss in resource_spans.scope_spans for s in ss.spans), None)
-        yield from _attributes(resource_spans.resource.attributes, first, _trace_of(first))
+        _attributes(resource_spans.resource.attributes, first, _trace_of(first), out)
         for scope_spans in resource_spans.scope_spans:
             scope_first = scope_spans.spans[0] if scope_spans.spans else None
-            yield from _attributes(scope_spans.scope.attributes, scope_first, _trace_of(scope_first))
+            _attributes(scope_spans.scope.attributes, scope_first, _trace_of(scope_first), out)
             for span in scope_spans.spans:
                 trace_id = span.trace_id.hex()
-                yield from _attributes(span.attributes, span, trace_id)
+                _attributes(span.attributes, span, trace_id, out)
                 for event in span.events:
-                    yield from _attributes(event.attributes, span, trace_id)
+                    _attributes(event.attributes, span, trace_id, out)
                 for link in span.links:
-                    yield from _attributes(link.attributes, span, trace_id)
+                    _attributes(link.attributes, span, trace_id, out)
                 if span.status.message:
-                    yield (span.status, "message", span, "status.message", trace_id)
+                    out.append((span.status, "message", span, "status.message", trace_id))
+    return out
 
 
-def _content_strings(request: ExportTraceServiceRequest) -> Iterable[_Target]:
+def _content_strings(request: ExportTraceServiceRequest) -> list[_Target]:
+    out: list[_Target] = []
     for resource_spans in request.resource_spans:
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
-                yield from _attributes(span.attributes, span, span.trace_id.hex(), sc.CONTENT_ATTRIBUTES)
+                _attributes(span.attributes, span, span.trace_id.hex(), out, sc.CONTENT_ATTRIBUTES)
+    return out

@@ -10,6 +10,7 @@ Each returned span is a new ``ReadableSpan`` (the originals are not mutated) wit
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections import Counter
@@ -74,18 +75,20 @@ class OtelSpanScrubber:
             counts: Counter[FindingKey] = Counter()
             attributes = dict(span.attributes or {})
             for key, index in span_slots:
-                attributes[key] = results[index].value
-                add_findings(counts, results[index].findings, location_of(key))
-            events = []
-            for event, slots in zip(span.events, event_slots, strict=True):
-                event_attributes = dict(event.attributes or {})
-                for key, index in slots:
-                    event_attributes[key] = results[index].value
-                    add_findings(counts, results[index].findings, "attribute")
-                events.append(Event(event.name, event_attributes, event.timestamp))
+                value, findings = results[index]
+                if findings:  # otherwise the value is the one already in the copy
+                    attributes[key] = value
+                    add_findings(counts, findings, location_of(key))
+            # Events are copied only when one of theirs changed (most spans have no event findings).
+            events = span.events
+            if any(results[index].findings for slots in event_slots for _, index in slots):
+                events = [
+                    _scrubbed_event(event, slots, results, counts)
+                    for event, slots in zip(span.events, event_slots, strict=True)
+                ]
             attributes[sc.VEIL_PII_SCRUBBED] = True
             if counts:
-                attributes[sc.VEIL_PII_FINDINGS] = encode_findings(counts)
+                attributes[sc.VEIL_PII_FINDINGS] = _encoded(tuple(sorted(counts.items())))
             out.append(
                 ReadableSpan(
                     name=span.name,
@@ -103,6 +106,24 @@ class OtelSpanScrubber:
                 )
             )
         return out
+
+
+def _scrubbed_event(
+    event: Event, slots: list[tuple[str, int]], results: Sequence[Any], counts: Counter[FindingKey]
+) -> Event:
+    attributes = dict(event.attributes or {})
+    for key, index in slots:
+        value, findings = results[index]
+        if findings:
+            attributes[key] = value
+            add_findings(counts, findings, "attribute")
+    return Event(event.name, attributes, event.timestamp)
+
+
+@functools.lru_cache(maxsize=1024)
+def _encoded(counts: tuple[tuple[FindingKey, int], ...]) -> str:
+    """``encode_findings``, cached: the same few combinations of findings recur on span after span."""
+    return encode_findings(Counter(dict(counts)))
 
 
 def _collect(

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import json
 import re
-from bisect import bisect_right
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -133,6 +131,10 @@ class _Walk:
         self.lossy = False  # the current value's skeleton differs from it even without findings
 
 
+_Counts = dict[tuple[str, str], int]  # replacements per (entity type, detector)
+_JSON_OPENERS = ("{", "[")
+# Builds a named tuple without its Python-level __new__ (the per-value cost on ingest adds up).
+_tuple_new = tuple.__new__
 # Characters a replacement must not contain to be written inside a JSON string literal as is.
 _JSON_UNSAFE = frozenset('"\\') | frozenset(map(chr, range(32)))
 # Placeholders an earlier pass wrote: the SDK's, for the collector to number after them.
@@ -197,7 +199,15 @@ class Scrubber:
         skeletons = []
         unchanged: list[bool] = []  # whether the skeleton assembles to the value itself when nothing is found
         owners: list[int] = []  # the index of the value each text came from
+        max_chars = self.config.max_text_chars
         for i, value in enumerate(values):
+            if type(value) is str and len(value) <= max_chars and value[:1] not in _JSON_OPENERS:
+                # Most values are plain strings (span attributes): their own leaf, without the walk.
+                skeletons.append(_tuple_new(_Leaf, (len(texts), None)))
+                texts.append(value)
+                unchanged.append(True)
+                owners.append(i)
+                continue
             first = len(texts)
             walk.lossy = False
             skeletons.append(self._decompose(value, walk, 0))
@@ -209,7 +219,8 @@ class Scrubber:
         maps: dict[int, TraceNumbering] = {}
         if self.config.number_after_placeholders:
             self._reserve_placeholders(texts, owners, trace_ids, maps)
-        counters: dict[int, Counter[tuple[str, str]]] = {}
+        # Plain dicts, not Counters: a Counter costs microseconds to make, and this runs per span.
+        counters: dict[int, _Counts] = {}
         scrubbed = list(texts)
         for index, (text, text_spans, owner) in enumerate(zip(texts, spans, owners, strict=True)):
             if not text_spans:
@@ -217,17 +228,23 @@ class Scrubber:
             trace_map = maps.get(owner)
             if trace_map is None:
                 trace_map = maps[owner] = self._registry.for_trace(trace_ids[owner])
-            counter = counters.setdefault(owner, Counter())
+            counter = counters.get(owner)
+            if counter is None:
+                counter = counters[owner] = {}
             scrubbed[index] = self._replace(text, text_spans, trace_map, counter)
-        return [
-            ScrubResult(value, ())
-            if i not in counters and unchanged[i]
-            else ScrubResult(
-                _assemble(skeleton, scrubbed, parsed),
-                tuple(Finding(t, n, d) for (t, d), n in sorted(counters[i].items())) if i in counters else (),
+        results: list[ScrubResult] = []
+        for i, (value, skeleton) in enumerate(zip(values, skeletons, strict=True)):
+            counter = counters.get(i)
+            if counter is None and unchanged[i]:
+                results.append(_tuple_new(ScrubResult, (value, ())))
+                continue
+            findings = (
+                tuple(_tuple_new(Finding, (t, n, d)) for (t, d), n in sorted(counter.items()))
+                if counter
+                else ()
             )
-            for i, (value, skeleton) in enumerate(zip(values, skeletons, strict=True))
-        ]
+            results.append(ScrubResult(_assemble(skeleton, scrubbed, parsed), findings))
+        return results
 
     def _walk_json_with_findings(
         self, walk: _Walk, spans: list[list[EntitySpan]], owners: list[int]
@@ -253,7 +270,8 @@ class Scrubber:
                 spans[index] = []
                 owners.extend([owners[index]] * (len(texts) - start))
             # Leaves that are JSON strings themselves are scanned whole in the next round.
-            spans.extend(self.analyze(texts[first:]))
+            if len(texts) > first:
+                spans.extend(self.analyze(texts[first:]))
         return parsed
 
     def _reserve_placeholders(
@@ -288,7 +306,11 @@ class Scrubber:
         return spans
 
     def _replace(
-        self, text: str, spans: list[EntitySpan], trace_map: TraceNumbering, counter: Counter[tuple[str, str]]
+        self,
+        text: str,
+        spans: list[EntitySpan],
+        trace_map: TraceNumbering,
+        counter: dict[tuple[str, str], int],
     ) -> str:
         if not spans:
             return text
@@ -313,14 +335,14 @@ class Scrubber:
             parts.append(text[pos:start])
             parts.append(replacement)
             pos = end
-            counter[key] += 1
+            counter[key] = counter.get(key, 0) + 1
         parts.append(text[pos:])
         out = "".join(parts)
         # A value found once may also occur where no recognizer accepted it ("ID555-123-4567"): replace
         # every remaining occurrence of each pattern-detected value as well.
         for value, (replacement, key) in swept.items():
             if value in out:
-                counter[key] += out.count(value)
+                counter[key] = counter.get(key, 0) + out.count(value)
                 out = out.replace(value, replacement)
         return out
 
@@ -338,7 +360,7 @@ class Scrubber:
             if len(value) > cfg.max_text_chars:
                 value = value[: cfg.max_text_chars] + TRUNCATION_MARKER
                 walk.lossy = True
-            elif cfg.parse_json_strings and value[:1] in ("{", "[") and value[-1:] in ("}", "]"):
+            elif cfg.parse_json_strings and value[:1] in _JSON_OPENERS and value[-1:] in ("}", "]"):
                 # Scanned whole when that is exact: no escapes, and too few brackets to reach max_depth.
                 if (
                     self._scan_json_whole
@@ -390,26 +412,27 @@ def _assemble(skeleton: Any, texts: list[str], parsed: dict[int, _JsonText]) -> 
     return skeleton
 
 
-_QUOTE = re.compile('"')
 _KEY_END = re.compile(r"\s*:")
 
 
 def _in_place(text: str, spans: list[EntitySpan]) -> bool:
     """Whether replacing ``spans`` in the JSON ``text`` (no backslashes) is what the walk would do.
 
-    True when every span lies inside one string value (between the quotes of a literal that is not
-    followed by ``:``) and no found value occurs elsewhere (``Scrubber._replace`` replaces every
-    occurrence of a found value, which could be in a key or a number). When ``text`` is not JSON at all,
-    replacing the spans is what the walk does too (it scans such a string as text).
+    True when every span lies inside one string value (after an odd number of quotes, before the next
+    quote, which is not followed by ``:``) and no found value occurs elsewhere (``Scrubber._replace``
+    replaces every occurrence of a found value, which could be in a key or a number). When ``text`` is
+    not JSON at all, replacing the spans is what the walk does too (it scans such a string as text).
     """
-    quotes = [m.start() for m in _QUOTE.finditer(text)]
-    found: Counter[str] = Counter()
-    for start, end, _, _ in spans:
-        i = bisect_right(quotes, start)
-        # Literals are quotes[0]..quotes[1], quotes[2]..quotes[3], ...: inside one when i is odd.
-        if not i % 2 or i == len(quotes) or end > quotes[i] or _KEY_END.match(text, quotes[i] + 1):
+    quotes = pos = 0
+    found: dict[str, int] = {}
+    for start, end, _, _ in spans:  # in text order: quotes are counted once, by memchr
+        quotes += text.count('"', pos, start)
+        pos = start
+        close = text.find('"', start)
+        if not quotes % 2 or close < end or _KEY_END.match(text, close + 1):
             return False
-        found[text[start:end]] += 1
+        value = text[start:end]
+        found[value] = found.get(value, 0) + 1
     return all(text.count(value) == n for value, n in found.items())
 
 
