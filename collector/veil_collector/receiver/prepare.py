@@ -58,6 +58,10 @@ def _init_worker(scrub: bool) -> None:
         _worker_scrubber = ServerScrubber(ner_enabled=False)
 
 
+def _worker_ready() -> None:
+    """A no-op task that makes the pool start a worker (running ``_init_worker``)."""
+
+
 def _prepare_in_worker(
     raw: bytes, content_encoding: str | None, encoding: Encoding, limit: int
 ) -> tuple[bytes, ValidationResult]:
@@ -87,6 +91,12 @@ class RequestPreparer:
             if processes
             else None
         )
+        if self._pool is not None:
+            # The pool starts a worker per task it cannot place; one task each starts them all now, so
+            # their imports and scrubber set-up (a second or more) overlap the server's start-up instead
+            # of holding back the first requests.
+            for _ in range(processes):
+                self._pool.submit(_worker_ready)
 
     async def prepare(
         self, raw: bytes, content_encoding: str | None, encoding: Encoding, limit: int
