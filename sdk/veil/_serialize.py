@@ -12,10 +12,11 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import enum
+import functools
 import itertools
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 MAX_DEPTH = 8
@@ -111,6 +112,17 @@ def dumps(value: Any, limit: int) -> str:
     return truncate(text, limit)
 
 
+@functools.lru_cache(maxsize=8)
+def _json_encoder(string_limit: int) -> Callable[[Any], str]:
+    """`encode_json`'s encoder for one limit, built once: `json.dumps` with options builds one per call."""
+    return json.JSONEncoder(
+        ensure_ascii=False,
+        separators=(",", ":"),
+        allow_nan=False,
+        default=lambda obj: to_jsonable(obj, string_limit),
+    ).encode
+
+
 def encode_json(value: Any, string_limit: int) -> str:
     """JSON text of `value`, not truncated: the C encoder first, the bounded converter as the fallback.
 
@@ -119,13 +131,7 @@ def encode_json(value: Any, string_limit: int) -> str:
     whole value through `to_jsonable`.
     """
     try:
-        return json.dumps(
-            value,
-            ensure_ascii=False,
-            separators=(",", ":"),
-            allow_nan=False,
-            default=lambda obj: to_jsonable(obj, string_limit),
-        )
+        return _json_encoder(string_limit)(value)
     except (TypeError, ValueError, RecursionError):
         return json.dumps(to_jsonable(value, string_limit), ensure_ascii=False, separators=(",", ":"))
 
