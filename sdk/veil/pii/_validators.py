@@ -26,11 +26,14 @@ __all__ = [
 
 def luhn_ok(digits: str) -> bool:
     """Return whether a string of ASCII digits passes the Luhn (mod 10) check used by payment cards."""
-    total = sum(map(int, digits[-1::-2])) + sum(_LUHN_DOUBLED[c] for c in digits[-2::-2])
+    # Every second digit from the right is doubled (its digits summed: 7 -> 14 -> 5): a translation.
+    # Summing the ASCII codes in C and taking 48 off per digit avoids a Python int() per digit.
+    doubled = digits[-2::-2].translate(_LUHN_DOUBLED)
+    total = sum(digits[-1::-2].encode()) + sum(doubled.encode()) - 48 * len(digits)
     return total % 10 == 0
 
 
-_LUHN_DOUBLED = {str(d): (2 * d - 9 if d > 4 else 2 * d) for d in range(10)}
+_LUHN_DOUBLED = str.maketrans("0123456789", "0246813579")
 
 
 # ISO 13616 lengths per country; an IBAN whose length disagrees with its country is rejected.

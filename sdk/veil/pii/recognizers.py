@@ -367,7 +367,6 @@ def _iban_at(text: str, start: int) -> int:
 
 
 _DIGIT_RUN = re.compile(r"[0-9]+")
-_NON_DIGIT = re.compile(r"[^0-9]+")
 _IPV4 = re.compile(r"([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})")
 _SSN = re.compile(r"([0-9]{3})([- ])([0-9]{2})\2([0-9]{4})")
 _CARD = re.compile(r"[0-9]{4}(?:[ -]?[0-9]{2,7}){2,5}")
@@ -384,6 +383,7 @@ _PHONE_CONTEXT = (
     "number", "registered", "sms", "whatsapp", "dial", "home", "work",
 )  # fmt: skip
 _PHONE_CONTEXT_CHARS = 48
+_PHONE_CONTEXT_WORD = re.compile("|".join(_PHONE_CONTEXT))  # any of them, as a substring
 
 
 _DIGIT_RUN_SPLIT = re.compile(r"([0-9]+)")
@@ -400,32 +400,46 @@ def _is_phone(candidate: str, digits: str, text: str, start: int) -> bool:
     body = _EXTENSION.sub("", candidate) if "x" in candidate else candidate
     # [prefix, group, separator, group, ..., group, suffix]
     parts = _DIGIT_RUN_SPLIT.split(body)
-    groups = [len(g) for g in parts[1::2]]
+    groups = list(map(len, parts[1::2]))
     if len(groups) == 1:
         return plus
-    separators = parts[2:-1:2]
+    separators = parts[2:-1:2]  # separators[i] lies between groups i and i + 1
     if max(map(len, separators)) > 3:
         return False
     if len(groups) == 2 and separators[0] == ".":
         return False  # a decimal number, not a phone number
-    if min(groups) < 2:
-        # Short groups only where phone formats put them: a country code after '+', a "(0)" trunk prefix
-        # and the area code right after it ("+46 (0)8 928 571 38").
-        short_ok = {0} if plus else set()
-        short_ok |= {i for i, s in enumerate(separators, start=1) if s.endswith("(") and groups[i] == 1}
-        short_ok |= {i + 1 for i in short_ok if i + 1 < len(groups) and separators[i].startswith(")")}
-        if any(g < 2 and i not in short_ok for i, g in enumerate(groups)):
-            return False
-    if max(groups) > 7 or sum(g > 5 for g in groups) > 1:
+    if min(groups) < 2 and not all(
+        g > 1 or _short_group_ok(i, groups, separators, plus) for i, g in enumerate(groups)
+    ):
+        return False
+    ordered = sorted(groups)
+    if ordered[-1] > 7 or ordered[-2] > 5:  # no group over 7 digits, at most one over 5
         return False
     if len(groups) == 2 and not plus and "(" not in candidate:
         window = text[max(0, start - _PHONE_CONTEXT_CHARS) : start].lower()
-        return any(word in window for word in _PHONE_CONTEXT)
+        return _PHONE_CONTEXT_WORD.search(window) is not None
     return True
 
 
+def _short_group_ok(i: int, groups: list[int], separators: list[str], plus: bool) -> bool:
+    """Short groups only where phone formats put them: a country code after '+', a "(0)" trunk prefix
+    and the area code right after it ("+46 (0)8 928 571 38")."""
+    if (i == 0 and plus) or (i > 0 and groups[i] == 1 and separators[i - 1].endswith("(")):
+        return True
+    return (
+        i > 0
+        and separators[i - 1].startswith(")")
+        and ((i == 1 and plus) or (i > 1 and groups[i - 1] == 1 and separators[i - 2].endswith("(")))
+    )
+
+
+# Number candidates are made of digits and these characters only (see _DIGIT_SEEDED): deleting them is
+# a cheaper way to keep the digits than a regex substitution.
+_NUMBER_PUNCTUATION = str.maketrans("", "", "+().- xet")
+
+
 def _classify_number(candidate: str, text: str, start: int) -> str | None:
-    digits = candidate if candidate.isdigit() else _NON_DIGIT.sub("", candidate)
+    digits = candidate if candidate.isdigit() else candidate.translate(_NUMBER_PUNCTUATION)
     if "." in candidate and (ip := _IPV4.fullmatch(candidate)):
         return IP_ADDRESS if all(int(octet) <= 255 for octet in ip.groups()) else None
     if len(candidate) == 11 and (ssn := _SSN.fullmatch(candidate)):
@@ -586,28 +600,27 @@ def find_patterns_many(texts: Sequence[str], entities: frozenset[str]) -> list[l
     per text, which dominates for prompt-sized texts.
     """
     out: list[list[EntitySpan]] = [[] for _ in texts]
-    i = 0
+    sep = len(_SEPARATOR)
+    # Where each text ends in the join of all of them, separators included (no per-text Python loop).
+    ends = [end + sep * k for k, end in enumerate(accumulate(map(len, texts)), start=1)]
+    i, base = 0, 0
     while i < len(texts):
-        # Gather a run of texts up to about _BATCH_CHARS (a longer text is scanned alone).
-        j, size = i, 0
-        while j < len(texts) and (j == i or size + len(texts[j]) <= _BATCH_CHARS):
-            size += len(texts[j]) + len(_SEPARATOR)
-            j += 1
+        # A run of texts up to about _BATCH_CHARS (a longer text is scanned alone).
+        j = max(bisect_right(ends, base + _BATCH_CHARS + sep, i), i + 1)
         if j == i + 1:
             out[i] = find_patterns(texts[i], entities)
         else:
-            group = texts[i:j]
-            ends = list(accumulate(len(text) + len(_SEPARATOR) for text in group))  # where each text ends
-            k, base, limit = 0, 0, ends[0]
-            for span in find_patterns(_SEPARATOR.join(group), entities):
+            group_ends = [end - base for end in ends[i:j]]
+            k, start_of_text, limit = 0, 0, group_ends[0]
+            for span in find_patterns(_SEPARATOR.join(texts[i:j]), entities):
                 start = span[0]
                 if start >= limit:  # spans come in text order: move on to the text holding this one
-                    k = bisect_right(ends, start, k)
-                    base, limit = ends[k - 1], ends[k]
-                end = span[1] - base
-                length = limit - base - len(_SEPARATOR)
+                    k = bisect_right(group_ends, start, k)
+                    start_of_text, limit = group_ends[k - 1], group_ends[k]
+                end = span[1] - start_of_text
+                length = limit - start_of_text - sep
                 out[i + k].append(
-                    EntitySpan(start - base, end if end <= length else length, span[2], span[3])
+                    EntitySpan(start - start_of_text, end if end <= length else length, span[2], span[3])
                 )
-        i = j
+        i, base = j, ends[j - 1]
     return out
