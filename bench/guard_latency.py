@@ -9,8 +9,11 @@ Both sides serve the same texts to 1, 8 and 64 concurrent closed-loop clients:
 - ``per-request``: an endpoint in the same app that calls ``Detoxify.predict(text)`` for every request, as
   a plain FastAPI service would (sync route, FastAPI's threadpool).
 
-With ``--transport inproc`` (machines without the web stack, e.g. the GPU image) clients call
-``GuardService.check`` and ``Detoxify.predict`` (on worker threads) directly, without HTTP.
+Over HTTP the clients of each row are spread over ``--client-procs`` load-generator processes, each an
+asyncio loop of plain keep-alive HTTP/1.1 connections (see :class:`Connection` for why not httpx), so the
+load reaching the server is what the row says. With ``--transport inproc`` (machines without the web
+stack, e.g. the GPU image) clients call ``GuardService.check`` and ``Detoxify.predict`` (on worker threads)
+directly, without HTTP. ``--torch-threads`` sets the server's intra-op threads for both sides alike.
 
 The model: detoxify ``original`` weights from ``$VEIL_MODELS_DIR/original`` when present; otherwise a
 random-weight checkpoint with bert-base's exact shape (12 layers, hidden 768, 30,522-token vocabulary) is
@@ -20,6 +23,7 @@ on the weights. Texts are 10 to 60 words.
 Targets at 64 clients: guard throughput >= 10x per-request, guard p99 <= 3x its p50.
 
 Usage: python bench/guard_latency.py [--quick] [--device auto|cpu|cuda] [--transport http|inproc]
+       [--client-procs N] [--torch-threads N]
 Writes bench/results/guard_latency.<device>.<transport>.md.
 """
 
@@ -27,16 +31,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "bench" / "results"
@@ -135,42 +142,68 @@ class Row:
         return self.requests / self.seconds
 
 
-async def closed_loop(
-    call: Callable[[str], Awaitable[Any]], clients: int, seconds: float, corpus: list[str]
-) -> Row:
-    """``clients`` tasks send one request after the other; those started in the ``seconds`` window count.
+@dataclass
+class Sample:
+    """What one load generator measured: latencies (s) of requests started in the window, and when the
+    last of them ended (``time.time()``)."""
 
+    latencies: list[float]
+    last_end: float
+
+
+async def closed_loop(
+    call: Callable[[str], Awaitable[Any]],
+    clients: int,
+    corpus: list[str],
+    window: tuple[float, float],
+    *,
+    first: int = 0,
+    stride: int | None = None,
+) -> Sample:
+    """``clients`` tasks send one request after the other; those started inside ``window`` count.
+
+    ``window`` is (start, end) in ``time.time()``, so that several client processes measure the same
+    interval; what runs before its start is the warm-up. Client ``k`` sends texts ``first + k``,
+    ``first + k + stride``, ... of ``corpus`` (``stride`` is the number of clients over all processes).
     Requests in flight when the window closes are waited for and counted, and throughput is measured up
     to the last of them, so a slow device still yields a row (with few requests).
     """
+    stride = stride or clients
     latencies: list[float] = []
-    window: list[float] = []  # [start, end] of the measuring window, once open
     last_end = 0.0
 
     async def client(k: int) -> None:
         nonlocal last_end
-        i = k
+        i = first + k
         measured = False
         # Each client measures at least one request, so a row exists even when requests outlast the window.
-        while not window or time.perf_counter() < window[1] or not measured:
+        while time.time() < window[1] or not measured:
             text = corpus[i % len(corpus)]
-            i += clients
-            started = time.perf_counter()
+            i += stride
+            started, wall = time.perf_counter(), time.time()
             await call(text)
-            ended = time.perf_counter()
-            if window and started >= window[0]:
+            if wall >= window[0]:
                 measured = True
-                latencies.append(ended - started)
-                last_end = max(last_end, ended)
+                latencies.append(time.perf_counter() - started)
+                last_end = max(last_end, time.time())
 
-    tasks = [asyncio.create_task(client(k)) for k in range(clients)]
-    await asyncio.sleep(min(2.0, seconds / 2))  # warm-up: batches settle, lazy CUDA init done
-    now = time.perf_counter()
-    window.extend((now, now + seconds))
-    await asyncio.gather(*tasks)
-    latencies.sort()
+    await asyncio.gather(*(client(k) for k in range(clients)))
+    return Sample(latencies, last_end)
+
+
+def to_row(mode: str, clients: int, samples: Sequence[Sample], window_start: float) -> Row:
+    """One table row from the samples of every load generator of one (mode, clients) run."""
+    latencies = sorted(x for sample in samples for x in sample.latencies)
     p = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000  # noqa: E731
-    return Row("", clients, len(latencies), last_end - window[0], p(0.50), p(0.99))
+    seconds = max(sample.last_end for sample in samples) - window_start
+    return Row(mode, clients, len(latencies), seconds, p(0.50), p(0.99))
+
+
+def measuring_window(seconds: float, lead: float = 0.0) -> tuple[float, float]:
+    """The window of one row: it opens after ``lead`` (client start-up) plus a warm-up in which batches
+    settle and lazy CUDA initialisation is done."""
+    start = time.time() + lead + min(2.0, seconds / 2)
+    return start, start + seconds
 
 
 def _batch_totals() -> tuple[float, float]:
@@ -194,24 +227,28 @@ async def run_inproc(model: Loaded, seconds: float, corpus: list[str]) -> list[R
     async def guard(text: str) -> Any:
         return await model.service.check([text], ["toxicity"], context=context, record=False)
 
+    async def per_request(text: str) -> Any:
+        return await asyncio.to_thread(model.detoxify.predict, text)
+
     rows = []
-    for clients in CLIENTS:
-        before = _batch_totals()
-        row = await closed_loop(guard, clients, seconds, corpus)
-        row.mode = "guard (micro-batched)"
-        row.texts_per_batch = _mean_batch(before, _batch_totals())
-        rows.append(row)
-    for clients in CLIENTS:
-        row = await closed_loop(
-            lambda text: asyncio.to_thread(model.detoxify.predict, text), clients, seconds, corpus
-        )
-        row.mode = "per-request detoxify"
-        rows.append(row)
+    for mode, call in (("guard (micro-batched)", guard), ("per-request detoxify", per_request)):
+        for clients in CLIENTS:
+            before = _batch_totals()
+            window = measuring_window(seconds)
+            row = to_row(mode, clients, [await closed_loop(call, clients, corpus, window)], window[0])
+            if call is guard:
+                row.texts_per_batch = _mean_batch(before, _batch_totals())
+            rows.append(row)
     return rows
 
 
-def serve(port: int, device: str, switch_interval: float | None) -> None:
+def serve(port: int, device: str, switch_interval: float | None, torch_threads: int | None) -> None:
     """The HTTP side: the real guard route plus a per-request detoxify endpoint, in one uvicorn app."""
+    if torch_threads is not None:
+        import torch
+
+        # For the whole server, before any worker thread starts: the guard and the baseline run alike.
+        torch.set_num_threads(torch_threads)
     if switch_interval is not None:
         # The batch thread tokenizes in Python while the event loop serves HTTP: a shorter GIL switch
         # interval stops the event loop from waiting up to 5 ms for the GIL at every wake-up.
@@ -243,48 +280,128 @@ def serve(port: int, device: str, switch_interval: float | None) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
-async def run_http(url: str, seconds: float, corpus: list[str]) -> list[Row]:
-    import httpx
+class Connection:
+    """One keep-alive HTTP/1.1 connection that POSTs JSON bodies (the benchmark's load generator).
 
-    limits = httpx.Limits(max_connections=128, max_keepalive_connections=128)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as client:
+    Why not httpx: profiled under 64 concurrent requests, one ``httpx.AsyncClient`` spent 74% of its
+    process's time in httpcore's connection-pool bookkeeping (``_assign_requests_to_connections`` scans
+    every connection for every request: encode/httpcore#1035, encode/httpx#3215). On the 2-core CPU box
+    it capped one process at about 80 requests/s against a guard route that served 1,300/s with a trivial
+    scorer, so the server saw requests one at a time and batches stayed small. This client costs a few
+    tens of microseconds per request.
+    """
 
-        def poster(path: str) -> Callable[[str], Awaitable[Any]]:
-            async def post(text: str) -> Any:
-                response = await client.post(path, json={"texts": [text], "record": False})
-                response.raise_for_status()
-                return response
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str) -> None:
+        self._reader, self._writer, self._host = reader, writer, host
 
-            return post
+    @classmethod
+    async def open(cls, host: str, port: int) -> Connection:
+        reader, writer = await asyncio.open_connection(host, port)
+        return cls(reader, writer, host)
 
-        rows = []
-        for path, mode in (("/v1/guard", "guard (micro-batched)"), ("/baseline", "per-request detoxify")):
-            for clients in CLIENTS:
-                before = (await client.get("/batch-totals")).json()
-                row = await closed_loop(poster(path), clients, seconds, corpus)
-                row.mode = mode
-                if path == "/v1/guard":
-                    row.texts_per_batch = _mean_batch(before, (await client.get("/batch-totals")).json())
-                rows.append(row)
-        return rows
+    async def post(self, path: str, body: bytes) -> bytes:
+        """The response body; raises unless the status is 200."""
+        self._writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: {self._host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        head = await self._reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = next(
+            (int(line[15:]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")),
+            None,
+        )
+        if length is None:
+            raise RuntimeError(f"{path}: response without Content-Length: {head!r}")
+        payload = await self._reader.readexactly(length)
+        if status != 200:
+            raise RuntimeError(f"{path} answered {status}: {payload[:300]!r}")
+        return payload
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+async def generate_load(
+    url: str, clients: int, first: int, stride: int, window: tuple[float, float]
+) -> Sample:
+    """One client process: ``clients`` connections in a closed loop on ``url`` (host, port and path)."""
+    parsed = urlsplit(url)
+    host, port = parsed.hostname or "127.0.0.1", parsed.port or 80
+    corpus = texts(4096)
+    connections = [await Connection.open(host, port) for _ in range(clients)]
+    free = list(connections)
+
+    async def post(text: str) -> bytes:
+        connection = free.pop()  # closed loop: one request per client in flight, so one is always free
+        try:
+            return await connection.post(parsed.path, json.dumps({"texts": [text], "record": False}).encode())
+        finally:
+            free.append(connection)
+
+    try:
+        return await closed_loop(post, clients, corpus, window, first=first, stride=stride)
+    finally:
+        for connection in connections:
+            connection.close()
+
+
+def run_http(url: str, seconds: float, client_procs: int) -> list[Row]:
+    """Every row's clients spread over ``client_procs`` load-generator processes (``--load``), so the
+    client side is never what limits the server."""
+    rows = []
+    for path, mode in (("/v1/guard", "guard (micro-batched)"), ("/baseline", "per-request detoxify")):
+        for clients in CLIENTS:
+            before = _get_json(url + "/batch-totals")
+            procs = min(client_procs, clients)
+            window = measuring_window(seconds, lead=1.0)  # 1 s for the client processes to start
+            shares = [clients // procs + (1 if j < clients % procs else 0) for j in range(procs)]
+            commands = [
+                [
+                    sys.executable,
+                    __file__,
+                    "--load",
+                    url + path,
+                    *map(str, (share, sum(shares[:j]), clients, *window)),
+                ]
+                for j, share in enumerate(shares)
+            ]
+            processes = [subprocess.Popen(command, stdout=subprocess.PIPE) for command in commands]
+            samples = []
+            for process in processes:
+                out, _ = process.communicate()
+                if process.returncode:
+                    raise RuntimeError(f"a load generator for {path} failed (exit {process.returncode})")
+                samples.append(Sample(**json.loads(out)))
+            row = to_row(mode, clients, samples, window[0])
+            if path == "/v1/guard":
+                row.texts_per_batch = _mean_batch(before, _get_json(url + "/batch-totals"))
+            rows.append(row)
+    return rows
+
+
+def _get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return json.load(response)
 
 
 def wait_for(url: str, process: subprocess.Popen[bytes], timeout: float = 600) -> None:
-    import httpx
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError("the benchmark server exited during start-up")
         try:
-            httpx.get(url + "/docs", timeout=1)
+            _get_json(url + "/batch-totals")
             return
-        except httpx.HTTPError:
+        except OSError:
             time.sleep(0.5)
     raise RuntimeError("the benchmark server did not start")
 
 
-def report(rows: list[Row], *, device: str, weights: str, transport: str, seconds: float) -> str:
+def report(
+    rows: list[Row], *, device: str, weights: str, transport: str, seconds: float, torch_threads: int | None
+) -> str:
     by = {(r.mode, r.clients): r for r in rows}
     guard64, base64 = by[("guard (micro-batched)", 64)], by[("per-request detoxify", 64)]
     speedup = guard64.throughput / base64.throughput
@@ -292,7 +409,8 @@ def report(rows: list[Row], *, device: str, weights: str, transport: str, second
     lines = [
         "# Guard latency: micro-batched POST /v1/guard vs detoxify once per request",
         "",
-        f"Device: {device} ({_device_name(device)}); model: {weights}; transport: {transport}; "
+        f"Device: {device} ({_device_name(device, torch_threads)}); model: {weights}; "
+        f"transport: {transport}; "
         f"{seconds:g} s measured per row after a warm-up; CPU threads: {os.cpu_count()}. "
         f"Command: `python bench/guard_latency.py {' '.join(sys.argv[1:])}`.",
         "",
@@ -315,12 +433,12 @@ def report(rows: list[Row], *, device: str, weights: str, transport: str, second
     return "\n".join(lines)
 
 
-def _device_name(device: str) -> str:
+def _device_name(device: str, torch_threads: int | None) -> str:
     import torch
 
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(torch.device(device))
-    return f"{torch.get_num_threads()} torch threads"
+    return f"{torch_threads or torch.get_num_threads()} torch threads"
 
 
 def main() -> None:
@@ -330,17 +448,25 @@ def main() -> None:
     parser.add_argument("--transport", choices=("http", "inproc"), default="http")
     parser.add_argument("--seconds", type=float, default=None)
     parser.add_argument("--switch-interval", type=float, default=None, help="server's sys.setswitchinterval")
+    parser.add_argument("--torch-threads", type=int, default=None, help="server's torch.set_num_threads")
+    parser.add_argument("--client-procs", type=int, default=4, help="load-generator processes per row")
     parser.add_argument("--serve", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--load", nargs=6, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve is not None:
-        serve(args.serve, args.device, args.switch_interval)
+        serve(args.serve, args.device, args.switch_interval, args.torch_threads)
+        return
+    if args.load is not None:
+        url, clients, first, stride, start, end = args.load
+        window = (float(start), float(end))
+        sample = asyncio.run(generate_load(url, int(clients), int(first), int(stride), window))
+        print(json.dumps({"latencies": sample.latencies, "last_end": sample.last_end}))
         return
     seconds = args.seconds or (4.0 if args.quick else 15.0)
-    corpus = texts(4096)
     if args.transport == "inproc":
         model, weights = load(args.device)
         device = model.device
-        rows = asyncio.run(run_inproc(model, seconds, corpus))
+        rows = asyncio.run(run_inproc(model, seconds, texts(4096)))
         model.service.close()
     else:
         _, weights = models_dir()  # built here once, so the server only loads it
@@ -352,14 +478,22 @@ def main() -> None:
         command = [sys.executable, __file__, "--serve", str(port), "--device", device]
         if args.switch_interval is not None:
             command += ["--switch-interval", str(args.switch_interval)]
+        if args.torch_threads is not None:
+            command += ["--torch-threads", str(args.torch_threads)]
         process = subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         try:
             wait_for(url, process)
-            rows = asyncio.run(run_http(url, seconds, corpus))
+            rows = run_http(url, seconds, args.client_procs)
         finally:
             process.terminate()
             process.wait(30)
-    text = report(rows, device=device, weights=weights, transport=args.transport, seconds=seconds)
+    transport = (
+        args.transport if args.transport == "inproc" else f"http ({args.client_procs} client processes)"
+    )
+    threads = args.torch_threads if args.transport == "http" else None
+    text = report(
+        rows, device=device, weights=weights, transport=transport, seconds=seconds, torch_threads=threads
+    )
     print(text)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     (RESULTS_DIR / f"guard_latency.{device.split(':')[0]}.{args.transport}.md").write_text(text)
