@@ -201,13 +201,18 @@ class Scrubber:
         owners: list[int] = []  # the index of the value each text came from
         max_chars = self.config.max_text_chars
         for i, value in enumerate(values):
-            if type(value) is str and len(value) <= max_chars and value[:1] not in _JSON_OPENERS:
-                # Most values are plain strings (span attributes): their own leaf, without the walk.
-                skeletons.append(_tuple_new(_Leaf, (len(texts), None)))
-                texts.append(value)
-                unchanged.append(True)
-                owners.append(i)
-                continue
+            # Most values are plain strings (span attributes) or message lists to scan whole: their own
+            # leaf, without the walk.
+            if type(value) is str and len(value) <= max_chars:
+                plain = value[:1] not in _JSON_OPENERS
+                if plain or self._whole_json(value, 0):
+                    if not plain:
+                        walk.raw_json[len(texts)] = 0
+                    skeletons.append(_tuple_new(_Leaf, (len(texts), None)))
+                    texts.append(value)
+                    unchanged.append(True)
+                    owners.append(i)
+                    continue
             first = len(texts)
             walk.lossy = False
             skeletons.append(self._decompose(value, walk, 0))
@@ -362,12 +367,7 @@ class Scrubber:
                 value = value[: cfg.max_text_chars] + TRUNCATION_MARKER
                 walk.lossy = True
             elif cfg.parse_json_strings and value[:1] in _JSON_OPENERS and value[-1:] in ("}", "]"):
-                # Scanned whole when that is exact: no escapes, and too few brackets to reach max_depth.
-                if (
-                    self._scan_json_whole
-                    and "\\" not in value
-                    and depth + 1 + value.count("{") + value.count("[") <= cfg.max_depth
-                ):
+                if self._whole_json(value, depth):
                     walk.raw_json[len(texts)] = depth
                 elif (skeleton := self._parse(value, walk, depth)) is not None:
                     return skeleton
@@ -386,6 +386,19 @@ class Scrubber:
         if isinstance(value, list | tuple):
             return type(value)(self._decompose(v, walk, depth + 1) for v in value)
         return value
+
+    def _whole_json(self, value: str, depth: int) -> bool:
+        """Whether ``value`` (at ``depth``, not truncated) is JSON to scan whole: that is exact when it has
+        no escapes and too few brackets to reach ``max_depth``."""
+        cfg = self.config
+        return (
+            self._scan_json_whole
+            and cfg.parse_json_strings
+            and value[:1] in _JSON_OPENERS
+            and value[-1:] in ("}", "]")
+            and "\\" not in value
+            and depth + 1 + value.count("{") + value.count("[") <= cfg.max_depth
+        )
 
     def _parse(self, value: str, walk: _Walk, depth: int) -> _JsonText | None:
         """The skeleton of a JSON string, or ``None`` when it is not JSON (it is then scanned as text)."""
