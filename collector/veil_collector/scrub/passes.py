@@ -11,6 +11,11 @@ Both append what they found to the span's ``veil.collector.pii.findings`` attrib
 :mod:`veil.pii.findings`), so findings survive the spool and reach ``pii_findings`` rows through
 :func:`veil_collector.scrub.pii_findings_for_span`. Findings in resource or scope attributes are recorded
 on the first span of that resource or scope.
+
+Placeholders the collector adds continue the numbering of the ``[LABEL_n]`` placeholders already in the
+trace's texts that this process has seen (the SDK numbers from 1 too, for other values), so one
+placeholder never stands for two values within what was seen; an SDK span of the trace that arrives
+only after the collector numbered a new value can still repeat its number.
 """
 
 from __future__ import annotations

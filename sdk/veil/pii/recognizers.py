@@ -5,9 +5,14 @@ Speed comes from never running an expensive expression over text that cannot mat
 * every expression starts with a literal or a small character class, so ``re`` skips ahead with its
   fast prefix/charset search instead of attempting a match at every position (a literal is about ten
   times faster than a class, so the frequent scans use literals: ``sk-``, ``AKIA``, ``:``, ``-``);
-* substring checks (``"@" in text``, ``"://" in text``, ``"eyJ" in text`` ...) skip whole recognizers;
+* the literal scans run on a Latin-1 byte copy of the text (same offsets), where ``re``'s prefix search
+  is about twice as fast as on ``str`` and than ``bytes.find``; validators and context checks still read
+  the ``str``;
+* single-character tests (``"@" in text``, ``"_" in data``, ``":" in text``: memchr) skip whole
+  recognizers;
 * everything that starts with a digit (IPv4, SSN, card, phone, IBAN digits, legacy Bitcoin) is found in
-  one scan, and number candidates are classified in Python only when long enough to be any of them;
+  one scan that jumps, by memchr on a digits-to-"0" translation, to 32 characters before the next digit,
+  and number candidates are classified in Python only when long enough to be any of them;
 * e-mail addresses are anchored on ``@`` and grown outwards with bounded windows;
 * :func:`find_patterns_many` scans the short texts of a batch together, so the fixed cost per scan is
   paid once per megabyte rather than once per prompt.
