@@ -38,7 +38,7 @@ _LINK_FLAGS_LOCAL = b"\x35" + struct.pack("<I", 0x100)
 _LINK_FLAGS_REMOTE = b"\x35" + struct.pack("<I", 0x300)
 _pack_double = struct.Struct("<d").pack
 _pack_fixed64 = struct.Struct("<Q").pack
-_KEY_CACHE_LIMIT = 4096
+_CACHE_LIMIT = 4096
 
 
 def _varint(value: int) -> bytes:
@@ -111,13 +111,16 @@ def _any_value(value: Any) -> bytes:
 
 
 _keys: dict[str, bytes] = {}
+_pairs: dict[tuple[bytes, str, type, Any], bytes] = {}
+_CACHEABLE = frozenset({str, bool, int, float})
+_CACHED_STRING_MAX = 128
 
 
 def _key_value(tag: bytes, key: str, value: Any) -> bytes:
     """A `KeyValue` field under `tag`; encoded keys are cached (the same few names recur in every span)."""
     encoded_key = _keys.get(key)
     if encoded_key is None:
-        if len(_keys) >= _KEY_CACHE_LIMIT:
+        if len(_keys) >= _CACHE_LIMIT:
             _keys.clear()
         encoded_key = _keys[key] = _field(b"\x0a", _utf8(key))
     return _field(tag, encoded_key + _field(b"\x12", _any_value(value)))
@@ -126,28 +129,34 @@ def _key_value(tag: bytes, key: str, value: Any) -> bytes:
 def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> list[bytes]:
     """Repeated `KeyValue` fields; a value of an invalid type is logged and left out, like OTel's encoder.
 
-    String values, most of every span, are encoded inline: this loop runs for each attribute of each span.
+    Most attributes of a span repeat from span to span (operation, provider, model, kind, temperature,
+    finish reasons are not scalars but token counts are): a scalar pair (string values up to
+    `_CACHED_STRING_MAX` characters) is encoded once and then looked up.
     """
     if not attributes:
         return []
     out = []
-    keys = _keys
-    small = _SMALL
+    pairs = _pairs
     for key, value in attributes.items():
-        encoded_key = keys.get(key)
-        if encoded_key is None or type(value) is not str:
-            try:
-                out.append(_key_value(tag, key, value))
-            except Exception as error:
-                _logger.exception("Failed to encode key %s: %s", key, error)
+        cls = type(value)
+        cacheable = cls in _CACHEABLE and (cls is not str or len(value) <= _CACHED_STRING_MAX)
+        if cacheable:
+            # The type is part of the key: True, 1 and 1.0 are equal but encode differently.
+            cache_key = (tag, key, cls, value)
+            encoded = pairs.get(cache_key)
+            if encoded is not None:
+                out.append(encoded)
+                continue
+        try:
+            encoded = _key_value(tag, key, value)
+        except Exception as error:
+            _logger.exception("Failed to encode key %s: %s", key, error)
             continue
-        text = _utf8(value)
-        size = len(text)
-        any_value = b"\x0a" + (small[size] if size < 0x80 else _varint(size)) + text
-        size = len(any_value)
-        pair = encoded_key + b"\x12" + (small[size] if size < 0x80 else _varint(size)) + any_value
-        size = len(pair)
-        out.append(tag + (small[size] if size < 0x80 else _varint(size)) + pair)
+        if cacheable:
+            if len(pairs) >= _CACHE_LIMIT:
+                pairs.clear()
+            pairs[cache_key] = encoded
+        out.append(encoded)
     return out
 
 
