@@ -7,9 +7,9 @@ A prepare thread reads the spool in seq order and cuts a batch ``[a, b)`` once i
 2. flattens them into the rows of every table (``store.flatten``), ``VeilBatch = a`` on each row,
    and hands the batch to the store thread (one batch waits at most, so memory stays bounded).
 
-Flattening is pure Python and an insert spends most of its time in ClickHouse's C++ code without the
-GIL, so preparing batch ``n + 1`` while batch ``n`` is inserted keeps both busy. The store thread takes
-the batches in seq order and, for each:
+Flattening is pure Python, while an insert spends part of its time without the GIL (in chDB's C++ code,
+or waiting for a ClickHouse server), so preparing batch ``n + 1`` while batch ``n`` is inserted overlaps
+the two. The store thread takes the batches in seq order and, for each:
 
 3. writes the intent ``(a, b)`` to ``<spool>/inflight`` (temp file, fsync, rename, fsync the folder);
 4. inserts each table synchronously with ``insert_deduplication_token = veil:{a}:{b}:{table}``,
