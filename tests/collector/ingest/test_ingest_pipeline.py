@@ -74,6 +74,22 @@ def test_a_batch_replayed_after_a_crash_is_not_duplicated(store, tmp_path):
     assert store.query("SELECT count() FROM llm_calls").result_rows == [(60,)]
 
 
+def test_batches_prepared_ahead_are_stored_once_each_in_seq_order(store, tmp_path):
+    # Small batches: the prepare thread works ahead of the store thread.
+    bodies = [genai_request(20).SerializeToString() for _ in range(8)]
+    spool, pipeline = run_pipeline(tmp_path, store, bodies, batch_spans=20)
+    stop(spool, pipeline)
+
+    assert span_counts(store) == (160, 160)
+    batches = store.query("SELECT VeilBatch, count() FROM otel_traces GROUP BY VeilBatch ORDER BY VeilBatch")
+    starts = [batch for batch, _ in batches.result_rows]
+    # Each batch starts at its first record's seq and holds 20 spans per record up to the next batch.
+    assert [count for _, count in batches.result_rows] == [
+        20 * (end - start) for start, end in zip(starts, [*starts[1:], starts[0] + 8], strict=True)
+    ]
+    assert spool.drained_upto == starts[0] + 8
+
+
 def test_rows_lost_behind_a_recorded_token_are_reinserted(store, tmp_path):
     # ClickHouse records a block's token before committing its part; a crash in between leaves the token
     # without the rows, and a plain replay with the same token would be dropped as a duplicate.
