@@ -23,7 +23,7 @@ on the weights. Texts are 10 to 60 words.
 Targets at 64 clients: guard throughput >= 10x per-request, guard p99 <= 3x its p50.
 
 Usage: python bench/guard_latency.py [--quick] [--device auto|cpu|cuda] [--transport http|inproc]
-       [--client-procs N] [--torch-threads N]
+       [--client-procs N] [--torch-threads N] [--forward-batch N]
 Writes bench/results/guard_latency.<device>.<transport>.md.
 """
 
@@ -107,7 +107,7 @@ class Loaded:
     device: str
 
 
-def load(device: str) -> tuple[Loaded, str]:
+def load(device: str, forward_batch: int = 64) -> tuple[Loaded, str]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from veil_collector.classify.loader import load_model, resolve_model
     from veil_collector.classify.toxicity import ToxicityClassifier, resolve_device
@@ -117,7 +117,8 @@ def load(device: str) -> tuple[Loaded, str]:
     folder, weights = models_dir()
     target = resolve_device(device)
     loaded = load_model(resolve_model("original", folder), target)
-    classifier = ToxicityClassifier.from_loaded(loaded, batch_size=64)
+    # The guard gathers up to 64 texts; the classifier runs them in length-sorted passes of forward_batch.
+    classifier = ToxicityClassifier.from_loaded(loaded, batch_size=forward_batch)
     service = GuardService(Scorer(classifier), max_batch=64)
     return Loaded(service, loaded.detoxify, str(target)), weights
 
@@ -242,7 +243,9 @@ async def run_inproc(model: Loaded, seconds: float, corpus: list[str]) -> list[R
     return rows
 
 
-def serve(port: int, device: str, switch_interval: float | None, torch_threads: int | None) -> None:
+def serve(
+    port: int, device: str, switch_interval: float | None, torch_threads: int | None, forward_batch: int
+) -> None:
     """The HTTP side: the real guard route plus a per-request detoxify endpoint, in one uvicorn app."""
     if torch_threads is not None:
         import torch
@@ -258,7 +261,7 @@ def serve(port: int, device: str, switch_interval: float | None, torch_threads: 
     from veil_collector.api.deps import get_project
     from veil_collector.api.routes import guard as guard_route
 
-    model, _ = load(device)
+    model, _ = load(device, forward_batch)
     app = FastAPI()
     app.include_router(guard_route.router)
 
@@ -449,12 +452,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=None)
     parser.add_argument("--switch-interval", type=float, default=None, help="server's sys.setswitchinterval")
     parser.add_argument("--torch-threads", type=int, default=None, help="server's torch.set_num_threads")
+    parser.add_argument(
+        "--forward-batch", type=int, default=64, help="texts per forward pass (classifier_batch_size)"
+    )
     parser.add_argument("--client-procs", type=int, default=4, help="load-generator processes per row")
     parser.add_argument("--serve", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--load", nargs=6, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve is not None:
-        serve(args.serve, args.device, args.switch_interval, args.torch_threads)
+        serve(args.serve, args.device, args.switch_interval, args.torch_threads, args.forward_batch)
         return
     if args.load is not None:
         url, clients, first, stride, start, end = args.load
@@ -464,7 +470,7 @@ def main() -> None:
         return
     seconds = args.seconds or (4.0 if args.quick else 15.0)
     if args.transport == "inproc":
-        model, weights = load(args.device)
+        model, weights = load(args.device, args.forward_batch)
         device = model.device
         rows = asyncio.run(run_inproc(model, seconds, texts(4096)))
         model.service.close()
@@ -480,6 +486,7 @@ def main() -> None:
             command += ["--switch-interval", str(args.switch_interval)]
         if args.torch_threads is not None:
             command += ["--torch-threads", str(args.torch_threads)]
+        command += ["--forward-batch", str(args.forward_batch)]
         process = subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         try:
             wait_for(url, process)

@@ -48,16 +48,15 @@ class Overloaded(RuntimeError):
 
 @dataclass(slots=True)
 class _Request(Generic[T, R]):
-    """One caller's items and where its results go: a thread future, or an asyncio future on ``loop``."""
+    """One caller's items and where its results go: a thread's future or an event loop's future."""
 
     items: Sequence[T]
     future: concurrent.futures.Future[list[R]] | asyncio.Future[list[R]]
-    loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> bool:
         """False when the caller gave up (cancelled) before its batch ran: its items are not scored."""
-        if self.loop is None:
-            return self.future.set_running_or_notify_cancel()  # type: ignore[union-attr]
+        if isinstance(self.future, concurrent.futures.Future):
+            return self.future.set_running_or_notify_cancel()
         # Read from the worker thread without the loop: at worst a just-cancelled caller is scored anyway.
         return not self.future.cancelled()
 
@@ -130,9 +129,8 @@ class MicroBatcher(Generic[T, R]):
         """
         if not items:
             return []
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[R]] = loop.create_future()
-        self._enqueue(_Request(items, future, loop))
+        future: asyncio.Future[list[R]] = asyncio.get_running_loop().create_future()
+        self._enqueue(_Request(items, future))
         return await future
 
     def _enqueue(self, request: _Request[T, R]) -> None:
@@ -218,21 +216,20 @@ class MicroBatcher(Generic[T, R]):
 
 
 def _settle(outcomes: Sequence[tuple[_Request[T, R], list[R] | BaseException]]) -> None:
-    """Hands each request its results (or the exception): thread futures at once, asyncio ones grouped
-    into one callback per event loop."""
+    """Hands each request its results (or the exception): thread futures at once, asyncio ones in one
+    callback per event loop."""
     by_loop: defaultdict[
         asyncio.AbstractEventLoop, list[tuple[asyncio.Future[list[R]], list[R] | BaseException]]
     ]
     by_loop = defaultdict(list)
     for request, outcome in outcomes:
-        if request.loop is None:
-            future = request.future
-            if isinstance(outcome, BaseException):
-                future.set_exception(outcome)
-            else:
-                future.set_result(outcome)
+        future = request.future
+        if isinstance(future, asyncio.Future):
+            by_loop[future.get_loop()].append((future, outcome))
+        elif isinstance(outcome, BaseException):
+            future.set_exception(outcome)
         else:
-            by_loop[request.loop].append((request.future, outcome))  # type: ignore[arg-type]
+            future.set_result(outcome)
     for loop, pairs in by_loop.items():
         try:
             loop.call_soon_threadsafe(_settle_on_loop, pairs)
