@@ -91,3 +91,10 @@ def test_ner_follows_the_environment_switch(monkeypatch: pytest.MonkeyPatch) -> 
 def test_ner_requested_without_the_extra_falls_back_to_patterns(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("veil.pii.otel.ner_importable", lambda: False)
     assert default_span_scrubber(ner=True).scrubber.ner_tier is None
+
+
+def test_values_the_walk_changed_are_exported_changed_even_without_findings() -> None:
+    # A value over max_text_chars is truncated before scanning: its unscanned tail must not leave.
+    spans = _spans()
+    out = default_span_scrubber(ner=False, max_text_chars=8).scrub(spans)
+    assert out[-1].attributes[sc.VEIL_INPUT] == '{"q": "b[TRUNCATED]'

@@ -139,21 +139,20 @@ class ServerScrubber:
         if not targets:
             return 0
         started = time.perf_counter()
-        results = scrubber.scrub_many(
+        # Only the changed strings come back (most hold no PII): nothing to write back for the rest.
+        changed = scrubber.scrub_changed(
             [getattr(holder, field) for holder, field, _, _, _ in targets],
             trace_ids=[trace_id for *_, trace_id in targets],
         )
         per_span: dict[int, tuple[Span, Counter[FindingKey]]] = {}
         total = 0
-        for index, result in enumerate(results):
-            if not result.findings:  # most strings: nothing to write back
-                continue
+        for index, result in changed.items():
             holder, field, span, key, _ = targets[index]
             setattr(holder, field, result.value)
             for finding in result.findings:
                 total += finding.count
                 PII_FOUND.labels(pass_name, finding.entity_type).inc(finding.count)
-            if span is not None:
+            if span is not None and result.findings:  # a truncated value may have changed without any
                 _, counts = per_span.setdefault(id(span), (span, Counter()))
                 add_findings(counts, result.findings, location_of(key))
         for span, counts in per_span.values():

@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from veil import semconv as sc
 from veil.pii.findings import FindingKey, add_findings, encode_findings, location_of
 from veil.pii.ner import ner_importable
-from veil.pii.scrubber import Scrubber, ScrubConfig
+from veil.pii.scrubber import Scrubber, ScrubConfig, ScrubResult
 
 __all__ = ["NER_ENV", "OtelSpanScrubber", "default_span_scrubber"]
 
@@ -58,7 +58,7 @@ class OtelSpanScrubber:
 
     def scrub(self, spans: Sequence[ReadableSpan]) -> Sequence[ReadableSpan]:
         """Return scrubbed copies of ``spans``, in order."""
-        # One scrub_many call per batch: NER (when on) batches across every span of the export batch.
+        # One scrub call per batch: NER (when on) batches across every span of the export batch.
         values: list[Any] = []
         trace_ids: list[str | None] = []
         # Per span: (span attribute slots, per-event slots); a slot is (key, index into values).
@@ -68,22 +68,23 @@ class OtelSpanScrubber:
             span_slots = _collect(span.attributes, values, trace_ids, trace_id)
             event_slots = [_collect(event.attributes, values, trace_ids, trace_id) for event in span.events]
             layout.append((span_slots, event_slots))
-        results = self.scrubber.scrub_many(values, trace_ids=trace_ids) if values else []
+        # Only the changed values come back (most attributes hold no PII): the rest stay as they are.
+        changed = self.scrubber.scrub_changed(values, trace_ids=trace_ids) if values else {}
 
         out: list[ReadableSpan] = []
         for span, (span_slots, event_slots) in zip(spans, layout, strict=True):
             counts: Counter[FindingKey] = Counter()
             attributes = dict(span.attributes or {})
             for key, index in span_slots:
-                value, findings = results[index]
-                if findings:  # otherwise the value is the one already in the copy
-                    attributes[key] = value
-                    add_findings(counts, findings, location_of(key))
+                result = changed.get(index)
+                if result is not None:
+                    attributes[key] = result.value
+                    add_findings(counts, result.findings, location_of(key))
             # Events are copied only when one of theirs changed (most spans have no event findings).
             events = span.events
-            if any(results[index].findings for slots in event_slots for _, index in slots):
+            if any(index in changed for slots in event_slots for _, index in slots):
                 events = [
-                    _scrubbed_event(event, slots, results, counts)
+                    _scrubbed_event(event, slots, changed, counts)
                     for event, slots in zip(span.events, event_slots, strict=True)
                 ]
             attributes[sc.VEIL_PII_SCRUBBED] = True
@@ -109,14 +110,14 @@ class OtelSpanScrubber:
 
 
 def _scrubbed_event(
-    event: Event, slots: list[tuple[str, int]], results: Sequence[Any], counts: Counter[FindingKey]
+    event: Event, slots: list[tuple[str, int]], changed: dict[int, ScrubResult], counts: Counter[FindingKey]
 ) -> Event:
     attributes = dict(event.attributes or {})
     for key, index in slots:
-        value, findings = results[index]
-        if findings:
-            attributes[key] = value
-            add_findings(counts, findings, "attribute")
+        result = changed.get(index)
+        if result is not None:
+            attributes[key] = result.value
+            add_findings(counts, result.findings, "attribute")
     return Event(event.name, attributes, event.timestamp)
 
 

@@ -133,6 +133,7 @@ class _Walk:
 
 _Counts = dict[tuple[str, str], int]  # replacements per (entity type, detector)
 _JSON_OPENERS = ("{", "[")
+_WHOLE = object()  # the skeleton of a value that is a single text
 # Builds a named tuple without its Python-level __new__ (the per-value cost on ingest adds up).
 _tuple_new = tuple.__new__
 # Characters a replacement must not contain to be written inside a JSON string literal as is.
@@ -190,33 +191,49 @@ class Scrubber:
         Raises:
             ValueError: When ``trace_ids`` does not have one entry per value.
         """
+        changed = self.scrub_changed(values, trace_ids=trace_ids)
+        return [changed.get(i) or _tuple_new(ScrubResult, (value, ())) for i, value in enumerate(values)]
+
+    def scrub_changed(
+        self, values: Sequence[Any], *, trace_ids: Sequence[str | None] | None = None
+    ) -> dict[int, ScrubResult]:
+        """:meth:`scrub_many`, returning only the results whose value changed, by index.
+
+        The export thread and the collector scrub many values in which nothing is found: this makes no
+        object per such value (fewer allocations, less garbage-collector work on a large heap).
+
+        Raises:
+            ValueError: When ``trace_ids`` does not have one entry per value.
+        """
         if trace_ids is None:
             trace_ids = [None] * len(values)
         elif len(trace_ids) != len(values):
             raise ValueError(f"got {len(trace_ids)} trace ids for {len(values)} values")
         walk = _Walk()
         texts = walk.texts
-        skeletons = []
-        unchanged: list[bool] = []  # whether the skeleton assembles to the value itself when nothing is found
+        skeletons: list[Any] = []  # _WHOLE for a value that is one text (at first_text), else its skeleton
+        first_text: list[int] = []
+        lossy: list[int] = []  # values the walk changed even where nothing is found
         owners: list[int] = []  # the index of the value each text came from
         max_chars = self.config.max_text_chars
         for i, value in enumerate(values):
-            # Most values are plain strings (span attributes) or message lists to scan whole: their own
-            # leaf, without the walk.
+            first = len(texts)
+            first_text.append(first)
+            # Most values are plain strings (span attributes) or message lists to scan whole: one text
+            # each, without the walk.
             if type(value) is str and len(value) <= max_chars:
                 plain = value[:1] not in _JSON_OPENERS
                 if plain or self._whole_json(value, 0):
                     if not plain:
-                        walk.raw_json[len(texts)] = 0
-                    skeletons.append(_tuple_new(_Leaf, (len(texts), None)))
+                        walk.raw_json[first] = 0
+                    skeletons.append(_WHOLE)
                     texts.append(value)
-                    unchanged.append(True)
                     owners.append(i)
                     continue
-            first = len(texts)
             walk.lossy = False
             skeletons.append(self._decompose(value, walk, 0))
-            unchanged.append(not walk.lossy)
+            if walk.lossy:
+                lossy.append(i)
             owners.extend([i] * (len(texts) - first))
         spans = self.analyze(texts)
         parsed = self._walk_json_with_findings(walk, spans, owners)
@@ -237,19 +254,16 @@ class Scrubber:
             if counter is None:
                 counter = counters[owner] = {}
             scrubbed[index] = self._replace(text, text_spans, trace_map, counter)
-        results: list[ScrubResult] = []
-        for i, (value, skeleton) in enumerate(zip(values, skeletons, strict=True)):
+        changed: dict[int, ScrubResult] = {}
+        for i in {*counters, *lossy}:
+            skeleton = skeletons[i]
+            if skeleton is _WHOLE:
+                skeleton = parsed.get(first_text[i]) or _Leaf(first_text[i], None)
             counter = counters.get(i)
-            if counter is None and unchanged[i]:
-                results.append(_tuple_new(ScrubResult, (value, ())))
-                continue
-            findings = (
-                tuple(_tuple_new(Finding, (t, n, d)) for (t, d), n in sorted(counter.items()))
-                if counter
-                else ()
-            )
-            results.append(ScrubResult(_assemble(skeleton, scrubbed, parsed), findings))
-        return results
+            items = sorted(counter.items()) if counter else ()
+            findings = tuple(_tuple_new(Finding, (t, n, d)) for (t, d), n in items)
+            changed[i] = ScrubResult(_assemble(skeleton, scrubbed, parsed), findings)
+        return changed
 
     def _walk_json_with_findings(
         self, walk: _Walk, spans: list[list[EntitySpan]], owners: list[int]
