@@ -82,18 +82,9 @@ def _utf8(text: str) -> bytes:
 
 def _any_value(value: Any) -> bytes:
     """An `AnyValue` message for an attribute value (the types OTel's encoder accepts)."""
-    cls = type(value)
-    if cls is str:
-        return _field(b"\x0a", _utf8(value))
-    if cls is bool:
-        return b"\x10\x01" if value else b"\x10\x00"
-    if cls is int:
-        return b"\x18" + _int64(value)
-    if cls is float:
-        return b"\x21" + _pack_double(value)
     if value is None:
         return b""
-    if isinstance(value, bool):
+    if isinstance(value, bool):  # before int: bool is an int subclass
         return b"\x10\x01" if value else b"\x10\x00"
     if isinstance(value, str):
         return _field(b"\x0a", _utf8(value))
@@ -107,7 +98,7 @@ def _any_value(value: Any) -> bytes:
         return _field(b"\x2a", b"".join([_field(b"\x0a", _any_value(item)) for item in value]))
     if isinstance(value, Mapping):
         return _field(b"\x32", b"".join([_key_value(b"\x0a", str(k), v) for k, v in value.items()]))
-    raise TypeError(f"invalid attribute value type {cls.__name__}")
+    raise TypeError(f"invalid attribute value type {type(value).__name__}")
 
 
 _keys: dict[str, bytes] = {}
@@ -129,9 +120,9 @@ def _key_value(tag: bytes, key: str, value: Any) -> bytes:
 def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> list[bytes]:
     """Repeated `KeyValue` fields; a value of an invalid type is logged and left out, like OTel's encoder.
 
-    Most attributes of a span repeat from span to span (operation, provider, model, kind, temperature,
-    finish reasons are not scalars but token counts are): a scalar pair (string values up to
-    `_CACHED_STRING_MAX` characters) is encoded once and then looked up.
+    Most attributes repeat from span to span (operation, provider, model, kind, temperature, often the
+    token counts): a scalar pair, with a string value up to `_CACHED_STRING_MAX` characters, is encoded
+    once and then looked up.
     """
     if not attributes:
         return []
