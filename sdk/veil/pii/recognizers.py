@@ -307,7 +307,7 @@ _MAC_TAILS = tuple(
     for sep in (b":", b"-")
 )  # fmt: skip
 # "::" or three colons around hex groups: clock times ("11:34:35") are not seeds.
-_V6_SEED = re.compile(r":(?::|[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{0,4}:)")
+_V6_SEED = re.compile(rb":(?::|[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{0,4}:)")  # scanned on the byte copy
 _V6_CHARS_REVERSED = re.compile(r"[0-9A-Fa-f:.]{0,45}")
 _V6_CHARS = re.compile(r"[0-9A-Fa-f:.]{0,45}")
 
@@ -327,10 +327,10 @@ def _mac_addresses(text: str, data: bytes, out: list[EntitySpan]) -> None:
 
 
 def _ipv6_addresses(text: str, data: bytes, out: list[EntitySpan]) -> None:
-    if ":" not in text or ("::" not in text and text.count(":") < 7):  # one memchr for most prose
+    if ":" not in text or (text.count(":") < 7 and "::" not in text):  # one memchr for most prose
         return
     pos = 0
-    while (seed := _V6_SEED.search(text, pos)) is not None:
+    while (seed := _V6_SEED.search(data, pos)) is not None:
         left = _V6_CHARS_REVERSED.match(text[max(0, seed.start() - 45) : seed.start()][::-1])
         start = seed.start() - left.end()  # type: ignore[union-attr]
         end = _V6_CHARS.match(text, seed.start()).end()  # type: ignore[union-attr]
