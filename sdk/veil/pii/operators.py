@@ -14,6 +14,7 @@ import threading
 from collections import OrderedDict
 
 from veil.pii.entities import CREDIT_CARD, EMAIL_ADDRESS, IBAN_CODE, PHONE_NUMBER, US_SSN, placeholder_label
+from veil.pii.recognizers import NUMBER_PUNCTUATION
 
 __all__ = ["Operator", "PlaceholderRegistry", "TraceNumbering", "normalize", "pseudonym"]
 
@@ -34,7 +35,9 @@ def normalize(entity_type: str, value: str) -> str:
     if entity_type == EMAIL_ADDRESS:
         return value.lower()
     if entity_type in (CREDIT_CARD, US_SSN, PHONE_NUMBER):
-        return _NON_DIGITS.sub("", value)
+        # Pattern matches hold digits and number punctuation only: deleting that is cheaper than a regex.
+        digits = value.translate(NUMBER_PUNCTUATION)
+        return digits if digits.isascii() and digits.isdigit() else _NON_DIGITS.sub("", value)
     if entity_type == IBAN_CODE:
         return value.replace(" ", "").upper()
     return value

@@ -30,6 +30,7 @@ logger = logging.getLogger("veil.internal")
 
 NER_ENV = "VEIL_PII_NER"
 _OWN_KEYS = frozenset({sc.VEIL_PII_SCRUBBED, sc.VEIL_PII_FINDINGS, sc.VEIL_COLLECTOR_PII_FINDINGS})
+_SCALARS = frozenset({bool, int, float})  # the other attribute value types: never scrubbed
 
 
 def default_span_scrubber(**options: Any) -> OtelSpanScrubber:
@@ -135,8 +136,16 @@ def _collect(
     for key, value in (attributes or {}).items():
         if key in _OWN_KEYS:
             continue
-        if isinstance(value, str) or (
-            isinstance(value, Sequence) and value and all(isinstance(v, str) for v in value)
+        # Exact-type tests first: an isinstance against the Sequence ABC costs far more, per number.
+        if type(value) is str:
+            slots.append((key, len(values)))
+            values.append(value)
+            trace_ids.append(trace_id)
+        elif (
+            type(value) not in _SCALARS
+            and isinstance(value, Sequence)
+            and value
+            and all(isinstance(v, str) for v in value)
         ):
             slots.append((key, len(values)))
             values.append(tuple(value) if not isinstance(value, str) else value)

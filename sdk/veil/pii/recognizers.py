@@ -440,11 +440,11 @@ def _short_group_ok(i: int, groups: list[int], separators: list[str], plus: bool
 
 # Number candidates are made of digits and these characters only (see _DIGIT_SEEDED): deleting them is
 # a cheaper way to keep the digits than a regex substitution.
-_NUMBER_PUNCTUATION = str.maketrans("", "", "+().- xet")
+NUMBER_PUNCTUATION = str.maketrans("", "", "+().- xet")
 
 
 def _classify_number(candidate: str, text: str, start: int) -> str | None:
-    digits = candidate if candidate.isdigit() else candidate.translate(_NUMBER_PUNCTUATION)
+    digits = candidate if candidate.isdigit() else candidate.translate(NUMBER_PUNCTUATION)
     if "." in candidate and (ip := _IPV4.fullmatch(candidate)):
         return IP_ADDRESS if all(int(octet) <= 255 for octet in ip.groups()) else None
     if len(candidate) == 11 and (ssn := _SSN.fullmatch(candidate)):
