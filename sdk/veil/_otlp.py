@@ -265,6 +265,8 @@ class VeilOTLPExporter(OTLPSpanExporter):
         endpoint: The full `/v1/traces` URL.
         headers: Extra request headers (authorization).
         timeout: Seconds per export, retries included.
+        max_request_size: Largest uncompressed body sent (OTel's default, 64 MiB, when None); a larger
+            batch is split in halves until each part fits, so a batch of big spans is not lost whole.
     """
 
     def __init__(
@@ -272,6 +274,8 @@ class VeilOTLPExporter(OTLPSpanExporter):
         endpoint: str | None = None,
         headers: Mapping[str, str] | None = None,
         timeout: float | None = None,
+        *,
+        max_request_size: int | None = None,
     ) -> None:
         # The client is told "no compression" so it sends our gzip body as is; the header says what it is.
         super().__init__(
@@ -279,10 +283,15 @@ class VeilOTLPExporter(OTLPSpanExporter):
             headers={**(headers or {}), "Content-Encoding": "gzip"},
             timeout=timeout,
             compression=Compression.NoCompression,
+            max_request_size=max_request_size,
         )
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        """Encodes, compresses and posts one batch; FAILURE when it cannot be encoded or is refused."""
+        """Encodes, compresses and posts one batch (in parts when it is too large).
+
+        FAILURE when it cannot be encoded, a single span is over the size limit, or the collector refuses
+        any part (the parts sent before still count as delivered there).
+        """
         if self._shutdown:
             _logger.warning("Exporter already shutdown, ignoring batch")
             return SpanExportResult.FAILURE
@@ -292,8 +301,13 @@ class VeilOTLPExporter(OTLPSpanExporter):
             _logger.error("Failed to encode span batch: %s", error)
             return SpanExportResult.FAILURE
         if 0 < self._max_request_size < len(body):
+            if len(spans) > 1:
+                half = len(spans) // 2
+                results = (self.export(spans[:half]), self.export(spans[half:]))
+                ok = all(result is SpanExportResult.SUCCESS for result in results)
+                return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
             _logger.warning(
-                "Dropping span batch: serialized size %d bytes exceeds max_request_size %d bytes.",
+                "Dropping a span of %d serialized bytes: over max_request_size (%d bytes).",
                 len(body),
                 self._max_request_size,
             )

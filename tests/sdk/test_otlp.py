@@ -1,4 +1,4 @@
-"""`veil._otlp.encode_spans` must produce exactly what OTel's own encoder produces, field for field."""
+"""`veil._otlp`: the encoder matches OTel's field for field; the exporter splits an over-size batch."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
-from veil._otlp import encode_spans, gzip_bytes
+from veil._otlp import VeilOTLPExporter, encode_spans, gzip_bytes
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 RESOURCE = Resource({"service.name": "svc", "n": 3}, schema_url="https://example.com/schema")
@@ -121,3 +122,15 @@ def test_lone_surrogates_do_not_fail_the_batch() -> None:
 def test_gzip_is_one_member() -> None:
     body = encode_spans(SPANS)
     assert gzip.decompress(gzip_bytes(body)) == body
+
+
+def test_an_oversize_batch_is_sent_in_parts(otlp_receiver) -> None:
+    spans = [_span(i + 1, attributes={"content": "z" * 1000}) for i in range(10)]
+    exporter = VeilOTLPExporter(f"{otlp_receiver.url}/v1/traces", max_request_size=4000)
+    try:
+        assert exporter.export(spans) is SpanExportResult.SUCCESS
+        assert exporter.export([_span(99, attributes={"content": "z" * 5000})]) is SpanExportResult.FAILURE
+    finally:
+        exporter.shutdown()
+    assert len(otlp_receiver.requests) > 2
+    assert sorted(int(s.span_id, 16) for s in otlp_receiver.spans) == list(range(1, 11))
