@@ -326,11 +326,7 @@ class Scrubber:
         return spans
 
     def _replace(
-        self,
-        text: str,
-        spans: list[EntitySpan],
-        trace_map: TraceNumbering,
-        counter: dict[tuple[str, str], int],
+        self, text: str, spans: list[EntitySpan], trace_map: TraceNumbering, counter: _Counts
     ) -> str:
         if not spans:
             return text
