@@ -29,7 +29,7 @@ from veil import semconv as sc
 from veil._convert import Converter
 from veil._export import PassThroughScrubber, ScrubbingSpanExporter, SpanScrubber, StripContentScrubber
 from veil._guarded import _reset_counts, failure_counts, logger, record_failure
-from veil._otlp import VeilOTLPExporter
+from veil._otlp import otlp_exporter
 from veil._processor import VeilSpanProcessor
 
 _lock = threading.Lock()
@@ -163,9 +163,7 @@ def init(
         if scrubber is None:
             scrubber = _default_scrubber() if config.scrub_pii else PassThroughScrubber()
         if exporter is None:
-            exporter = VeilOTLPExporter(
-                endpoint=config.endpoint, headers=config.headers, timeout=config.export_timeout
-            )
+            exporter = otlp_exporter(config.endpoint, config.headers, config.export_timeout)
         converter = Converter(
             resource,
             InstrumentationScope("veil", _sdk_version()),

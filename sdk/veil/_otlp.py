@@ -21,7 +21,7 @@ from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExportResult
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext
 
@@ -259,7 +259,7 @@ class VeilOTLPExporter(OTLPSpanExporter):
     """`OTLPSpanExporter` encoding with `encode_spans`, gzip at `GZIP_LEVEL`, sent by OTel's client.
 
     Relies on the exporter's `_client` (opentelemetry-exporter-otlp-proto-http 1.45+) for sending, retries,
-    backoff and `Retry-After`.
+    backoff and `Retry-After`; `otlp_exporter` picks OTel's own exporter where that is missing.
 
     Args:
         endpoint: The full `/v1/traces` URL.
@@ -314,3 +314,12 @@ class VeilOTLPExporter(OTLPSpanExporter):
             return SpanExportResult.FAILURE
         result = self._client.export(gzip_bytes(body))
         return SpanExportResult.SUCCESS if result.success else SpanExportResult.FAILURE
+
+
+def otlp_exporter(endpoint: str, headers: Mapping[str, str], timeout: float | None) -> SpanExporter:
+    """`VeilOTLPExporter`, or OTel's `OTLPSpanExporter` (gzip) where the installed one is too old for it."""
+    exporter = VeilOTLPExporter(endpoint, headers, timeout)
+    if hasattr(exporter, "_client"):
+        return exporter
+    exporter.shutdown()
+    return OTLPSpanExporter(endpoint=endpoint, headers=headers, timeout=timeout, compression=Compression.Gzip)
