@@ -283,7 +283,8 @@ class VeilOTLPExporter(OTLPSpanExporter):
             headers={**(headers or {}), "Content-Encoding": "gzip"},
             timeout=timeout,
             compression=Compression.NoCompression,
-            max_request_size=max_request_size,
+            # Passed only when set: exporters older than the `_client` design do not take it either.
+            **({} if max_request_size is None else {"max_request_size": max_request_size}),
         )
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
