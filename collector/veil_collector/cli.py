@@ -8,6 +8,7 @@ only a bug shows a traceback.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -114,12 +115,31 @@ def collector(
             "anyone who can reach the port can write and read every trace.",
         ),
     ] = False,
+    receiver_processes: Annotated[
+        int | None,
+        typer.Option(
+            help="Worker processes that decode and PII-scrub requests beside the server process. "
+            "Default: the number of usable cores when there are several, else 0 "
+            "(env VEIL_RECEIVER_PROCESSES).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the collector: OTLP/HTTP ingest on /v1/traces, the query API on /api, docs on /docs."""
     from veil_collector import server
 
+    if receiver_processes is None and "VEIL_RECEIVER_PROCESSES" not in os.environ:
+        # A served collector spreads decode and the pattern scrub over the cores (about a third less CPU
+        # in the server process per span, bench/collector_ingest.py); one core gains nothing from workers.
+        cores = len(os.sched_getaffinity(0))
+        receiver_processes = cores if cores > 1 else 0
     settings = _settings(
-        host=host, port=port, clickhouse_dsn=dsn, spool_dir=spool_dir, no_auth=True if no_auth else None
+        host=host,
+        port=port,
+        clickhouse_dsn=dsn,
+        spool_dir=spool_dir,
+        no_auth=True if no_auth else None,
+        receiver_processes=receiver_processes,
     )
     if settings.no_auth:
         err_console.print(

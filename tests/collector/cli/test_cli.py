@@ -37,12 +37,12 @@ def test_help_explains_every_command_and_option() -> None:
     assert result.exit_code == 0
     for command in ("collector", "migrate", "projects", "demo"):
         assert command in result.output
-    collector_help = runner.invoke(app, ["collector", "--help"], terminal_width=200).output
-    for option in ("--host", "--port", "--dsn", "--spool-dir", "--no-auth"):
+    collector_help = runner.invoke(app, ["collector", "--help"], env={"COLUMNS": "200"}).output
+    for option in ("--host", "--port", "--dsn", "--spool-dir", "--no-auth", "--receiver-processes"):
         assert option in collector_help
     assert "Local use only" in collector_help
     assert "4318" in collector_help
-    demo_help = runner.invoke(app, ["demo", "--help"], terminal_width=200).output
+    demo_help = runner.invoke(app, ["demo", "--help"], env={"COLUMNS": "200"}).output
     assert "--serve" in demo_help and "--rounds" in demo_help
 
 
