@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
@@ -38,6 +39,9 @@ from veil_collector.store.client import Store, redact_dsn
 from veil_collector.store.flatten import Flattener
 from veil_collector.store.migrate import migrate
 
+if TYPE_CHECKING:
+    from veil_collector.classify.bias_model import BiasClassifier
+
 logger = logging.getLogger(__name__)
 
 
@@ -51,6 +55,17 @@ def _alert_listener(engine: AlertEngine) -> Callable[[StoredBatch], None]:
             engine.on_guard_decisions(batch.guard_decisions)
 
     return forward
+
+
+def _bias_classifier(settings: Settings) -> BiasClassifier | None:
+    """The optional bias model; imported only when configured (transformers takes seconds to import)."""
+    if settings.bias_model is None:
+        return None
+    from veil_collector.classify.bias_model import BiasClassifier
+    from veil_collector.classify.toxicity import resolve_device
+
+    device = str(resolve_device(settings.classifier_device))
+    return BiasClassifier(settings.bias_model, device=device, batch_size=settings.classifier_batch_size)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -87,7 +102,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             interval_s=settings.drain_interval_s,
         )
         alerts = AlertEngine(settings, store) if settings.alerts_enabled else None
-        classifier = ClassifierStage(settings, store, sink=alerts) if settings.classifiers_enabled else None
+        classifier = (
+            ClassifierStage(settings, store, sink=alerts, bias=_bias_classifier(settings))
+            if settings.classifiers_enabled
+            else None
+        )
         if alerts is not None:
             alerts.start()
             pipeline.add_listener(_alert_listener(alerts))

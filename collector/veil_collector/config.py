@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -64,7 +63,12 @@ class Settings(BaseSettings):
 
     # Classifiers.
     classifiers_enabled: bool = True
-    toxicity_model: Literal["original", "unbiased", "multilingual"] = "original"
+    # A detoxify model (original, unbiased, multilingual, original-small, unbiased-small) or a checkpoint
+    # path; resolved when the classifier stage starts, which names what it runs (or its fallback).
+    toxicity_model: str = Field(default="original", min_length=1)
+    # Optional Hugging Face text-classification "bias" model (Hub id or local folder), e.g.
+    # valurank/distilroberta-bias; scores land as Evaluator='bias' rows.
+    bias_model: str | None = None
     models_dir: Path | None = None
     classify_inputs: bool = False
     classifier_device: str = "auto"
