@@ -62,31 +62,41 @@ class OtelSpanScrubber:
         # One scrub call per batch: NER (when on) batches across every span of the export batch.
         values: list[Any] = []
         trace_ids: list[str | None] = []
-        # Per span: (span attribute slots, per-event slots); a slot is (key, index into values).
-        layout: list[tuple[list[tuple[str, int]], list[list[tuple[str, int]]]]] = []
+        # Per span: where its values start and their attribute keys, then the same for each event. A
+        # span's values are consecutive, so no (key, index) pair is made per attribute.
+        layout: list[tuple[int, list[str], list[tuple[int, list[str]]]]] = []
         for span in spans:
             trace_id = format(span.context.trace_id, "032x") if span.context is not None else None
-            span_slots = _collect(span.attributes, values, trace_ids, trace_id)
-            event_slots = [_collect(event.attributes, values, trace_ids, trace_id) for event in span.events]
-            layout.append((span_slots, event_slots))
+            start = len(values)
+            keys = _collect(span.attributes, values, trace_ids, trace_id)
+            event_layout = [
+                (len(values), _collect(event.attributes, values, trace_ids, trace_id))
+                for event in span.events
+            ]
+            layout.append((start, keys, event_layout))
         # Only the changed values come back (most attributes hold no PII): the rest stay as they are.
         changed = self.scrubber.scrub_changed(values, trace_ids=trace_ids) if values else {}
 
         out: list[ReadableSpan] = []
-        for span, (span_slots, event_slots) in zip(spans, layout, strict=True):
+        for span, (start, keys, event_layout) in zip(spans, layout, strict=True):
             counts: Counter[FindingKey] = Counter()
             attributes = dict(span.attributes or {})
-            for key, index in span_slots:
-                result = changed.get(index)
-                if result is not None:
-                    attributes[key] = result.value
-                    add_findings(counts, result.findings, location_of(key))
+            if changed:
+                for index, key in enumerate(keys, start):
+                    result = changed.get(index)
+                    if result is not None:
+                        attributes[key] = result.value
+                        add_findings(counts, result.findings, location_of(key))
             # Events are copied only when one of theirs changed (most spans have no event findings).
             events = span.events
-            if any(index in changed for slots in event_slots for _, index in slots):
+            if (changed and event_layout) and any(
+                index in changed
+                for first, event_keys in event_layout
+                for index in range(first, first + len(event_keys))
+            ):
                 events = [
-                    _scrubbed_event(event, slots, changed, counts)
-                    for event, slots in zip(span.events, event_slots, strict=True)
+                    _scrubbed_event(event, first, event_keys, changed, counts)
+                    for event, (first, event_keys) in zip(span.events, event_layout, strict=True)
                 ]
             attributes[sc.VEIL_PII_SCRUBBED] = True
             if counts:
@@ -111,10 +121,10 @@ class OtelSpanScrubber:
 
 
 def _scrubbed_event(
-    event: Event, slots: list[tuple[str, int]], changed: dict[int, ScrubResult], counts: Counter[FindingKey]
+    event: Event, first: int, keys: list[str], changed: dict[int, ScrubResult], counts: Counter[FindingKey]
 ) -> Event:
     attributes = dict(event.attributes or {})
-    for key, index in slots:
+    for index, key in enumerate(keys, first):
         result = changed.get(index)
         if result is not None:
             attributes[key] = result.value
@@ -130,15 +140,15 @@ def _encoded(counts: tuple[tuple[FindingKey, int], ...]) -> str:
 
 def _collect(
     attributes: Any, values: list[Any], trace_ids: list[str | None], trace_id: str | None
-) -> list[tuple[str, int]]:
-    """Queue the string (and string-array) attribute values for scrubbing; return their slots."""
-    slots: list[tuple[str, int]] = []
+) -> list[str]:
+    """Queue the string (and string-array) attribute values for scrubbing; return their keys, in order."""
+    keys: list[str] = []
     for key, value in (attributes or {}).items():
         if key in _OWN_KEYS:
             continue
         # Exact-type tests first: an isinstance against the Sequence ABC costs far more, per number.
         if type(value) is str:
-            slots.append((key, len(values)))
+            keys.append(key)
             values.append(value)
             trace_ids.append(trace_id)
         elif (
@@ -147,7 +157,7 @@ def _collect(
             and value
             and all(isinstance(v, str) for v in value)
         ):
-            slots.append((key, len(values)))
+            keys.append(key)
             values.append(tuple(value) if not isinstance(value, str) else value)
             trace_ids.append(trace_id)
-    return slots
+    return keys
