@@ -29,6 +29,8 @@ from veil_collector.api.routes import evaluations, guard, health, otlp, projects
 from veil_collector.auth import DEFAULT_PROJECT_ID
 from veil_collector.classify.stage import ClassifierStage
 from veil_collector.config import Settings
+from veil_collector.guard.decisions import DecisionLog
+from veil_collector.guard.service import GuardService
 from veil_collector.pipeline import Pipeline
 from veil_collector.pricing import PriceTable
 from veil_collector.receiver import RequestPreparer
@@ -121,6 +123,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.preparer = preparer
         app.state.alert_engine = alerts
         app.state.classifier = classifier
+        # The guard service shares the classifier stage's model (one copy in memory); without the stage,
+        # POST /v1/guard builds its own on first use (api/routes/guard.py).
+        app.state.guard = (
+            GuardService.from_settings(settings, toxicity=classifier.toxicity, decisions=DecisionLog(store))
+            if classifier is not None
+            else None
+        )
         pipeline.start()
         logger.info(
             "veil collector: ClickHouse %s (database %s), spool %s",
@@ -146,6 +155,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 classifier.shutdown()
             if alerts is not None:
                 alerts.stop()
+            guard_service = getattr(app.state, "guard", None)  # may have been built by the first request
+            if guard_service is not None:
+                guard_service.close()  # flushes buffered guard decisions
             store.close()
 
     app = FastAPI(
