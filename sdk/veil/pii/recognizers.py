@@ -598,13 +598,14 @@ _SEPARATOR = "\x00\n"
 _BATCH_CHARS = 1 << 20
 
 
-def find_patterns_many(texts: Sequence[str], entities: frozenset[str]) -> list[list[EntitySpan]]:
+def find_patterns_many(texts: Sequence[str], entities: frozenset[str]) -> list[Sequence[EntitySpan]]:
     """:func:`find_patterns` for many texts at once: short texts are scanned together.
 
     Scanning ~1 MB at a time instead of each text on its own saves the fixed cost of every recognizer
     per text, which dominates for prompt-sized texts.
     """
-    out: list[list[EntitySpan]] = [[] for _ in texts]
+    # One shared empty tuple for the texts without findings (most): no list per text to allocate.
+    out: list[Sequence[EntitySpan]] = [()] * len(texts)
     sep = len(_SEPARATOR)
     # Where each text ends in the join of all of them, separators included (no per-text Python loop).
     ends = [end + sep * k for k, end in enumerate(accumulate(map(len, texts)), start=1)]
@@ -617,14 +618,18 @@ def find_patterns_many(texts: Sequence[str], entities: frozenset[str]) -> list[l
         else:
             group_ends = [end - base for end in ends[i:j]]
             k, start_of_text, limit = 0, 0, group_ends[0]
+            text_spans: list[EntitySpan] = []
+            out[i] = text_spans
             for span in find_patterns(_SEPARATOR.join(texts[i:j]), entities):
                 start = span[0]
                 if start >= limit:  # spans come in text order: move on to the text holding this one
                     k = bisect_right(group_ends, start, k)
                     start_of_text, limit = group_ends[k - 1], group_ends[k]
+                    text_spans = []
+                    out[i + k] = text_spans
                 end = span[1] - start_of_text
                 length = limit - start_of_text - sep
-                out[i + k].append(
+                text_spans.append(
                     EntitySpan(start - start_of_text, end if end <= length else length, span[2], span[3])
                 )
         i, base = j, ends[j - 1]

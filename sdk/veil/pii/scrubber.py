@@ -266,7 +266,7 @@ class Scrubber:
         return changed
 
     def _walk_json_with_findings(
-        self, walk: _Walk, spans: list[list[EntitySpan]], owners: list[int]
+        self, walk: _Walk, spans: list[Sequence[EntitySpan]], owners: list[int]
     ) -> dict[int, _JsonText]:
         """Parse and walk the JSON strings scanned whole whose spans cannot be replaced in place.
 
@@ -286,7 +286,7 @@ class Scrubber:
                 if skeleton is None:
                     continue  # not JSON: the spans of the text stand
                 parsed[index] = skeleton
-                spans[index] = []
+                spans[index] = ()
                 owners.extend([owners[index]] * (len(texts) - start))
             # Leaves that are JSON strings themselves are scanned whole in the next round.
             if len(texts) > first:
@@ -312,7 +312,7 @@ class Scrubber:
             for label, number in _PLACEHOLDER.findall(text):
                 trace_map.reserve(label, int(number))
 
-    def analyze(self, texts: Sequence[str]) -> list[list[EntitySpan]]:
+    def analyze(self, texts: Sequence[str]) -> list[Sequence[EntitySpan]]:
         """Return what :meth:`scrub_many` would replace in each text: non-overlapping spans by position.
 
         Pattern spans win over NER spans that overlap them; NER runs once over all ``texts``. Texts are
@@ -326,7 +326,7 @@ class Scrubber:
         return spans
 
     def _replace(
-        self, text: str, spans: list[EntitySpan], trace_map: TraceNumbering, counter: _Counts
+        self, text: str, spans: Sequence[EntitySpan], trace_map: TraceNumbering, counter: _Counts
     ) -> str:
         if not spans:
             return text
@@ -440,7 +440,7 @@ def _assemble(skeleton: Any, texts: list[str], parsed: dict[int, _JsonText]) -> 
 _KEY_END = re.compile(r"\s*:")
 
 
-def _in_place(text: str, spans: list[EntitySpan]) -> bool:
+def _in_place(text: str, spans: Sequence[EntitySpan]) -> bool:
     """Whether replacing ``spans`` in the JSON ``text`` (no backslashes) is what the walk would do.
 
     True when every span lies inside one string value (after an odd number of quotes, before the next
@@ -461,7 +461,7 @@ def _in_place(text: str, spans: list[EntitySpan]) -> bool:
     return all(text.count(value) == n for value, n in found.items())
 
 
-def _merge(pattern_spans: list[EntitySpan], ner_spans: list[EntitySpan], text: str) -> list[EntitySpan]:
+def _merge(pattern_spans: Sequence[EntitySpan], ner_spans: list[EntitySpan], text: str) -> list[EntitySpan]:
     """Add NER spans that overlap neither a pattern span nor an earlier pass's replacement."""
     taken = [(s.start, s.end) for s in pattern_spans]
     taken += [(m.start(), m.end()) for m in _REPLACEMENT.finditer(text)] if "[" in text else []
