@@ -8,12 +8,12 @@ translate HTTP to :mod:`veil_collector.classify.queries`; the project comes from
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, status
 
 from veil_collector.api.deps import ProjectDep, StoreDep
+from veil_collector.api.params import End, Start, resolve_window
 from veil_collector.classify import queries
 from veil_collector.classify.queries import (
     MAX_EVALUATION_LIMIT,
@@ -24,28 +24,8 @@ from veil_collector.classify.queries import (
     FeedbackStored,
     Target,
 )
-from veil_collector.store.queries import to_unix_nanos
 
 router = APIRouter(prefix="/api", tags=["evaluations"])
-
-DEFAULT_WINDOW = timedelta(hours=24)
-
-Start = Annotated[
-    datetime | None,
-    Query(description="Window start, ISO 8601 (UTC when no offset is given). Default: `end` minus 24 hours."),
-]
-End = Annotated[datetime | None, Query(description="Window end (exclusive), ISO 8601. Default: now.")]
-
-
-def _window(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
-    end = end or datetime.now(timezone.utc)
-    start = start or end - DEFAULT_WINDOW
-    if to_unix_nanos(end) <= to_unix_nanos(start):
-        raise HTTPException(
-            status.HTTP_400_BAD_REQUEST,
-            detail=f"end ({end.isoformat()}) must be after start ({start.isoformat()})",
-        )
-    return start, end
 
 
 @router.get("/evaluations", response_model=list[EvaluationRow], summary="List classifier scores")
@@ -65,7 +45,7 @@ def list_evaluations(
     limit: Annotated[int, Query(ge=1, le=MAX_EVALUATION_LIMIT)] = 100,
 ) -> list[EvaluationRow]:
     """Scores of spans in the window, newest span first."""
-    start, end = _window(start, end)
+    start, end = resolve_window(start, end)
     query = EvaluationFilter(
         start=start,
         end=end,
@@ -111,7 +91,7 @@ def get_bias(
 ) -> BiasReport:
     """Per group: flagged rate of texts mentioning it against the background rate; with human labels, the
     Jigsaw subgroup, BPSN and BNSP AUCs and their p = -5 power means."""
-    start, end = _window(start, end)
+    start, end = resolve_window(start, end)
     return queries.bias_report(
         store,
         project_id=project_id,

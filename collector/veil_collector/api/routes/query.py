@@ -7,12 +7,12 @@ the store client blocks, and FastAPI runs such routes on its thread pool instead
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
 
 from veil_collector.api.deps import ProjectDep, StoreDep
+from veil_collector.api.params import End, Start, resolve_window
 from veil_collector.store import queries
 from veil_collector.store.queries import (
     MAX_TRACE_LIMIT,
@@ -26,26 +26,7 @@ from veil_collector.store.queries import (
 
 router = APIRouter(prefix="/api", tags=["query"])
 
-DEFAULT_WINDOW = timedelta(hours=24)
-
-Start = Annotated[
-    datetime | None,
-    Query(description="Window start, ISO 8601 (UTC when no offset is given). Default: `end` minus 24 hours."),
-]
-End = Annotated[datetime | None, Query(description="Window end (exclusive), ISO 8601. Default: now.")]
 Service = Annotated[str | None, Query(description="Only traces or calls of this `service.name`.")]
-
-
-def _window(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
-    """The requested window with its defaults filled in; 400 when it is empty."""
-    end = end or datetime.now(timezone.utc)
-    start = start or end - DEFAULT_WINDOW
-    if queries.to_unix_nanos(end) <= queries.to_unix_nanos(start):
-        raise HTTPException(
-            status.HTTP_400_BAD_REQUEST,
-            detail=f"end ({end.isoformat()}) must be after start ({start.isoformat()})",
-        )
-    return start, end
 
 
 @router.get("/traces", response_model=TracePage, summary="List traces, newest first")
@@ -77,7 +58,7 @@ def list_traces(
     ] = None,
 ) -> TracePage:
     """Traces with spans starting in the window; a filter matches when any span of the trace matches."""
-    start, end = _window(start, end)
+    start, end = resolve_window(start, end)
     query = TraceFilter(
         start=start,
         end=end,
@@ -126,5 +107,5 @@ def get_stats(
     service: Service = None,
 ) -> Stats:
     """Traces, spans and errors; GenAI call latency p50/p95/p99, tokens and cost, in total and by model."""
-    start, end = _window(start, end)
+    start, end = resolve_window(start, end)
     return queries.get_stats(store, project_id=project_id, start=start, end=end, service=service)
