@@ -52,9 +52,30 @@ PASS_SECONDS = Histogram(
 _OWN_KEYS = frozenset({sc.VEIL_PII_SCRUBBED, sc.VEIL_PII_FINDINGS, sc.VEIL_COLLECTOR_PII_FINDINGS})
 _MAX_VALUE_DEPTH = 16
 
-# One string to scrub: the protobuf message holding it, the field name, the span its findings go to,
-# the attribute it belongs to (for the location), and the trace id for consistent placeholders.
-_Target = tuple[Any, str, Span | None, str, str | None]
+
+class _Targets:
+    """The strings of a request to scrub, as parallel lists: no tuple per string (ingest makes enough
+    objects for the garbage collector to walk already)."""
+
+    __slots__ = ("fields", "holders", "keys", "spans", "trace_ids", "values")
+
+    def __init__(self) -> None:
+        self.holders: list[Any] = []  # the protobuf message holding each string
+        self.fields: list[str] = []  # the field it is in
+        self.values: list[str] = []
+        self.spans: list[Span | None] = []  # the span its findings go to
+        self.keys: list[str] = []  # the attribute it belongs to (for the location)
+        self.trace_ids: list[str | None] = []  # for consistent placeholders
+
+    def add(
+        self, holder: Any, field: str, value: str, span: Span | None, key: str, trace_id: str | None
+    ) -> None:
+        self.holders.append(holder)
+        self.fields.append(field)
+        self.values.append(value)
+        self.spans.append(span)
+        self.keys.append(key)
+        self.trace_ids.append(trace_id)
 
 
 class ServerScrubber:
@@ -135,20 +156,17 @@ class ServerScrubber:
             return self._run(self._ner, _content_strings(request), "ner")
 
     @staticmethod
-    def _run(scrubber: Scrubber, targets: list[_Target], pass_name: str) -> int:
-        if not targets:
+    def _run(scrubber: Scrubber, targets: _Targets, pass_name: str) -> int:
+        if not targets.values:
             return 0
         started = time.perf_counter()
         # Only the changed strings come back (most hold no PII): nothing to write back for the rest.
-        changed = scrubber.scrub_changed(
-            [getattr(holder, field) for holder, field, _, _, _ in targets],
-            trace_ids=[trace_id for *_, trace_id in targets],
-        )
+        changed = scrubber.scrub_changed(targets.values, trace_ids=targets.trace_ids)
         per_span: dict[int, tuple[Span, Counter[FindingKey]]] = {}
         total = 0
         for index, result in changed.items():
-            holder, field, span, key, _ = targets[index]
-            setattr(holder, field, result.value)
+            span, key = targets.spans[index], targets.keys[index]
+            setattr(targets.holders[index], targets.fields[index], result.value)
             for finding in result.findings:
                 total += finding.count
                 PII_FOUND.labels(pass_name, finding.entity_type).inc(finding.count)
@@ -175,11 +193,11 @@ def _append_findings(span: Span, counts: Counter[FindingKey]) -> None:
 
 
 def _values(
-    key: str, value: AnyValue, span: Span | None, trace_id: str | None, out: list[_Target], depth: int = 0
+    key: str, value: AnyValue, span: Span | None, trace_id: str | None, out: _Targets, depth: int = 0
 ) -> None:
     kind = value.WhichOneof("value")
     if kind == "string_value":
-        out.append((value, "string_value", span, key, trace_id))
+        out.add(value, "string_value", value.string_value, span, key, trace_id)
     elif depth < _MAX_VALUE_DEPTH and kind == "array_value":
         for item in value.array_value.values:
             _values(key, item, span, trace_id, out, depth + 1)
@@ -192,7 +210,7 @@ def _attributes(
     attributes: Iterable[KeyValue],
     span: Span | None,
     trace_id: str | None,
-    out: list[_Target],
+    out: _Targets,
     only: frozenset[str] | None = None,
 ) -> None:
     # Plain loops and appends, no generators: this runs for every attribute of every span on ingest.
@@ -203,7 +221,7 @@ def _attributes(
         value = kv.value
         kind = value.WhichOneof("value")
         if kind == "string_value":
-            out.append((value, "string_value", span, key, trace_id))
+            out.add(value, "string_value", value.string_value, span, key, trace_id)
         elif kind == "array_value" or kind == "kvlist_value":
             _values(key, value, span, trace_id, out)
 
@@ -212,8 +230,8 @@ def _trace_of(span: Span | None) -> str | None:
     return span.trace_id.hex() if span is not None else None
 
 
-def _all_strings(request: ExportTraceServiceRequest) -> list[_Target]:
-    out: list[_Target] = []
+def _all_strings(request: ExportTraceServiceRequest) -> _Targets:
+    out = _Targets()
     for resource_spans in request.resource_spans:
         first = next((s for ss in resource_spans.scope_spans for s in ss.spans), None)
         _attributes(resource_spans.resource.attributes, first, _trace_of(first), out)
@@ -228,12 +246,12 @@ def _all_strings(request: ExportTraceServiceRequest) -> list[_Target]:
                 for link in span.links:
                     _attributes(link.attributes, span, trace_id, out)
                 if span.status.message:
-                    out.append((span.status, "message", span, "status.message", trace_id))
+                    out.add(span.status, "message", span.status.message, span, "status.message", trace_id)
     return out
 
 
-def _content_strings(request: ExportTraceServiceRequest) -> list[_Target]:
-    out: list[_Target] = []
+def _content_strings(request: ExportTraceServiceRequest) -> _Targets:
+    out = _Targets()
     for resource_spans in request.resource_spans:
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
