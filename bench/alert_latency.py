@@ -29,6 +29,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no network here: the classifier falls back when it must
 
 import uvicorn
+
 import veil
 from veil_collector.app import create_app
 from veil_collector.config import Settings

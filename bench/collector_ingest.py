@@ -162,6 +162,7 @@ def bare_insert_and_stage_costs(folder: Path, payload_file: Path) -> dict[str, o
     flattened rows, then the CPU seconds per span of each collector stage on a sample of requests."""
     import clickhouse_connect
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
     from veil_collector.pricing import PriceTable
     from veil_collector.receiver import Encoding, prepare
     from veil_collector.scrub import ServerScrubber

@@ -263,6 +263,7 @@ def serve(
         sys.setswitchinterval(switch_interval)
     import uvicorn
     from fastapi import Body, FastAPI
+
     from veil_collector.api.deps import get_project
     from veil_collector.api.routes import guard as guard_route
 

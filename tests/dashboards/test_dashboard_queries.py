@@ -26,6 +26,7 @@ from dashboard_seed import (
     seed_workload,
 )
 from grafana_expand import ALL, TimeRange, Variable, expand
+
 from veil_collector.store import Store
 from veil_collector.store.migrate import migrate
 

@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from veil_collector.grafana.assets import expand_env, load_assets
 from veil_collector.grafana.cli import connect
 

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 from typer.testing import CliRunner
+
 from veil_collector.grafana.cli import app
 
 DASHBOARDS_DIR = Path(__file__).resolve().parents[2] / "dashboards"

@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+
 from veil_collector.store import Store
 from veil_collector.store.migrate import load_migrations
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+
 from veil_collector.app import create_app
 from veil_collector.config import Settings
 from veil_collector.demo.runner import free_port

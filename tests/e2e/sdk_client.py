@@ -11,8 +11,9 @@ import json
 import sys
 from typing import Any
 
-import veil
 from opentelemetry import trace
+
+import veil
 
 
 def _trace_id() -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 from conftest import ADMIN_TOKEN, LiveCollector
 from typer.testing import CliRunner
+
 from veil_collector.cli import app
 
 runner = CliRunner()

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import LiveCollector
+
 from veil_collector.auth import create_project
 
 

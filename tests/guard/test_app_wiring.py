@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+
 from veil_collector.app import create_app
 from veil_collector.auth import create_project
 from veil_collector.config import Settings

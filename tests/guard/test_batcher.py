@@ -6,6 +6,7 @@ import asyncio
 import threading
 
 import pytest
+
 from veil_collector.guard.batcher import MicroBatcher, Overloaded
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+
 import veil.guardrails as vg
 from veil.guardrails import Banned, CheckOutcome, Length, Pii, Secrets
 

@@ -7,6 +7,7 @@ import inspect
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+
 import veil.guardrails as vg
 from veil.guardrails import Banned, GuardViolation
 

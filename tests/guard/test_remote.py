@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import uvicorn
+
 import veil.guardrails as vg
 from veil.guardrails import LocalClassifier, RemoteClassifier, Toxicity
 from veil_collector.app import create_app

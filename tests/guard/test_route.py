@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+
 from veil_collector.app import create_app
 from veil_collector.auth import create_project
 from veil_collector.config import Settings

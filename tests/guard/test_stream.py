@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+
 import veil.guardrails as vg
 from veil.guardrails import Banned, GuardViolation
 

@@ -9,6 +9,7 @@ of these expressions would take minutes to hours. This is a bound, not a speed m
 from __future__ import annotations
 
 import pytest
+
 from veil.pii import Scrubber
 
 MB = 1_000_000

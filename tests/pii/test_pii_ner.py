@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from veil.pii import NerUnavailableError, Scrubber, ScrubConfig
 from veil.pii.ner import NerTier
 

@@ -6,6 +6,7 @@ import json
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from veil.pii import PATTERN_ENTITIES, Operator, Scrubber, ScrubConfig
 from veil.pii.recognizers import find_patterns
 

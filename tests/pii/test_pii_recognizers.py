@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from veil.pii.entities import PATTERN_ENTITIES
 from veil.pii.recognizers import find_patterns
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+
 from veil.pii import Finding, Operator, Scrubber, ScrubConfig, scrub
 from veil.pii.operators import PlaceholderRegistry, pseudonym
 from veil.pii.scrubber import DEPTH_MARKER, TRUNCATION_MARKER

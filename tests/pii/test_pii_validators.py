@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from veil.pii._validators import (
     base58check_ok,
     bech32_ok,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from veil import _config
 
 _NONE: dict[str, Any] = dict.fromkeys(

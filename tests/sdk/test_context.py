@@ -8,8 +8,9 @@ import threading
 from typing import Any
 
 import pytest
-import veil
 from opentelemetry import trace
+
+import veil
 from veil import semconv as sc
 
 

@@ -13,12 +13,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-import veil
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+import veil
 from veil import _genai, _lifecycle, _runtime
 from veil import semconv as sc
 from veil._export import PassThroughScrubber, StripContentScrubber

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import veil
 from pydantic import BaseModel
+
+import veil
 from veil import semconv as sc
 
 

@@ -7,6 +7,7 @@ import inspect
 from typing import Any
 
 import pytest
+
 import veil
 from veil import semconv as sc
 

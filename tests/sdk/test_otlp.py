@@ -12,6 +12,7 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
+
 from veil._otlp import VeilOTLPExporter, encode_spans, gzip_bytes
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)

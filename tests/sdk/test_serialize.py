@@ -10,6 +10,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel
+
 from veil._serialize import MAX_ITEMS, TRUNCATION_MARKER, dumps, truncate
 
 

@@ -188,7 +188,6 @@ def run_demo(
 def _run_app(base_url: str, rounds: int) -> tuple[Any, int]:
     """Run the demo app through the SDK; returns its report and how many spans the collector accepted."""
     import veil
-
     from veil_collector.demo.app import run_workload
 
     veil.init(endpoint=f"{base_url}/v1/traces", service_name=SERVICE_NAME, environment="demo")

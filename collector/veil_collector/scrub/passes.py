@@ -31,6 +31,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from prometheus_client import Counter as PromCounter
 from prometheus_client import Histogram
+
 from veil import semconv as sc
 from veil.pii import DEFAULT_NER_ENTITIES, Operator, Scrubber, ScrubConfig
 from veil.pii.findings import FindingKey, add_findings, decode_findings, encode_findings, location_of

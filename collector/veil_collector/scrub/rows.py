@@ -8,7 +8,6 @@ from typing import Any
 
 from veil import semconv as sc
 from veil.pii.findings import decode_findings
-
 from veil_collector.records import PiiFinding
 
 __all__ = ["pii_findings_for_span"]

@@ -33,8 +33,8 @@ from typing import Any
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
-from veil import semconv
 
+from veil import semconv
 from veil_collector.records import GenAICall, GuardDecision, PiiFinding
 
 TRACE_COLUMNS: tuple[str, ...] = (

@@ -19,8 +19,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from veil import semconv
 
+from veil import semconv
 from veil_collector.store.client import Store
 
 # The OpenTelemetry Collector ClickHouse exporter's spelling of span status codes (StatusCodeStr).

@@ -16,6 +16,7 @@ from fastapi import FastAPI, Header
 from fastapi.testclient import TestClient
 from standardwebhooks.webhooks import Webhook
 from typer.testing import CliRunner
+
 from veil_collector.alert import AlertEngine
 from veil_collector.alert.cli import app as alerts_cli
 from veil_collector.api.deps import get_project

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from alert_receivers import SECRET, Receiver, wait_until
 from standardwebhooks.webhooks import Webhook
+
 from veil_collector.alert import AlertEngine
 from veil_collector.records import Evaluation
 
@@ -225,6 +226,7 @@ def test_disabled_destination_enabled_and_replayed_from_the_cli(
     receiver_factory: Callable[..., Receiver], run_engine: Callable[..., AlertEngine]
 ) -> None:
     from typer.testing import CliRunner
+
     from veil_collector.alert.cli import app as alerts_cli
     from veil_collector.alert.outbox import destination_key
 

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pytest
+
 from veil_collector.alert import AlertEngine
 from veil_collector.records import Evaluation, GuardDecision, PiiFinding
 

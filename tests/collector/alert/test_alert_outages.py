@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from test_alert_events import RULES, T0, evaluation
+
 from veil_collector.alert import AlertEngine, outbox
 from veil_collector.alert import engine as engine_module
 from veil_collector.alert.sqlite import DB_NAME

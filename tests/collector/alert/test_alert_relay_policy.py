@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from veil_collector.alert.relay import AttemptResult, Relay, classify, parse_retry_after
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from alert_receivers import SECRET, Receiver, wait_until
+
 from veil_collector.alert import AlertEngine
 from veil_collector.records import Evaluation
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from alert_receivers import SECRET
+
 from veil_collector.alert.rules import Rule, RulesFileError, RuleSpec, load_rules_file, parse_duration
 from veil_collector.alert.rulestore import RuleConflict, RuleNotFound, RuleStore
 

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from fastapi import FastAPI, Header
 from fastapi.testclient import TestClient
+
 from veil_collector.api.deps import get_project, get_store
 from veil_collector.api.routes.evaluations import router
 from veil_collector.records import Evaluation

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from tiny_detoxify import write_tiny_text_classifier
+
 from veil_collector.classify.bias_model import BiasClassifier
 from veil_collector.classify.loader import ModelUnavailable
 

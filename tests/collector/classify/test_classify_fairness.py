@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import roc_auc_score
+
 from veil_collector.classify.fairness import (
     LabeledText,
     group_aucs,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from veil_collector.classify.identity import IDENTITY_GROUPS, IdentityLexicon, mentioned_groups
 
 

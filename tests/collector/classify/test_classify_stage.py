@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 from tiny_detoxify import IDENTITY_CLASSES, write_tiny_text_classifier
+
 from veil_collector.classify import stage as stage_module
 from veil_collector.classify.bias_model import BiasClassifier
 from veil_collector.classify.stage import ClassifierStage

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from tiny_detoxify import IDENTITY_CLASSES, WORDS
+
 from veil_collector.classify.fallback import ProfanityClassifier
 from veil_collector.classify.loader import ModelUnavailable, load_model, resolve_model
 from veil_collector.classify.toxicity import ToxicityClassifier, load_toxicity_classifier

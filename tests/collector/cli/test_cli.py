@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from typer.testing import CliRunner
+
 from veil_collector.auth import resolve_api_key
 from veil_collector.cli import app
 from veil_collector.demo.runner import free_port

@@ -8,6 +8,7 @@ import pytest
 from ingest_spans import genai_span, kv, messages, request_of
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValueList
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
 from veil_collector.store.cluster import render_cluster_statements
 from veil_collector.store.flatten import FlatBatch, Flattener, as_string, format_double, message_text
 from veil_collector.store.migrate import load_migrations

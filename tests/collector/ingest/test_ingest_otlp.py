@@ -13,6 +13,7 @@ from google.rpc import status_pb2
 from ingest_spans import OTLP_SPEC_JSON_EXAMPLE, genai_request, kv, request_of
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
 from veil_collector.app import create_app
 from veil_collector.auth import create_project
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 from ingest_spans import genai_request
+
 from veil_collector.app import create_app
 from veil_collector.auth import create_project
 from veil_collector.pipeline import INTENT_FILE, Pipeline

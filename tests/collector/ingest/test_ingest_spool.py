@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+
 from veil_collector.spool import Spool, SpoolFailed, SpoolFull
 from veil_collector.spool.frame import HEADER
 from veil_collector.spool.spool import QUARANTINE, SPOOL_QUARANTINED

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from query_rows import CALL_COLUMNS, SPAN_COLUMNS
+
 from veil_collector.records import Evaluation, PiiFinding
 from veil_collector.store import Store
 

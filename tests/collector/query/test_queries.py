@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 
 import pytest
 from query_rows import T0, call_row, minutes, span_id, span_row, trace_id
+
 from veil_collector.records import Evaluation, PiiFinding
 from veil_collector.store import Store
 from veil_collector.store.queries import (

@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 from fastapi.testclient import TestClient
 from query_rows import CALL_COLUMNS, SPAN_COLUMNS, T0, call_row, minutes, span_id, span_row, trace_id
+
 from veil_collector.app import create_app
 from veil_collector.auth import create_project
 from veil_collector.config import Settings
