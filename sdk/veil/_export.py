@@ -12,11 +12,12 @@ unscrubbed text leaves the process. The failure is counted under stage "scrub" i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.util.types import AttributeValue
 
 from veil import semconv as sc
 from veil._guarded import capture_internal_exceptions, record_failure
@@ -63,6 +64,13 @@ def strip_content(span: ReadableSpan) -> ReadableSpan:
         )
         for event in span.events
     ]
+    return with_content(span, attributes, events)
+
+
+def with_content(
+    span: ReadableSpan, attributes: Mapping[str, AttributeValue], events: Sequence[Event]
+) -> ReadableSpan:
+    """A copy of ``span`` with other attributes and events (scrubbers never mutate the original)."""
     return ReadableSpan(
         name=span.name,
         context=span.context,

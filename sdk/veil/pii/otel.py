@@ -20,6 +20,7 @@ from typing import Any
 from opentelemetry.sdk.trace import Event, ReadableSpan
 
 from veil import semconv as sc
+from veil._export import with_content
 from veil.pii.findings import FindingKey, add_findings, encode_findings, location_of
 from veil.pii.ner import ner_importable
 from veil.pii.scrubber import Scrubber, ScrubConfig, ScrubResult
@@ -101,22 +102,7 @@ class OtelSpanScrubber:
             attributes[sc.VEIL_PII_SCRUBBED] = True
             if counts:
                 attributes[sc.VEIL_PII_FINDINGS] = _encoded(tuple(sorted(counts.items())))
-            out.append(
-                ReadableSpan(
-                    name=span.name,
-                    context=span.context,
-                    parent=span.parent,
-                    resource=span.resource,
-                    attributes=attributes,
-                    events=events,
-                    links=span.links,
-                    kind=span.kind,
-                    status=span.status,
-                    start_time=span.start_time,
-                    end_time=span.end_time,
-                    instrumentation_scope=span.instrumentation_scope,
-                )
-            )
+            out.append(with_content(span, attributes, events))
         return out
 
 
