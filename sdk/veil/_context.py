@@ -58,9 +58,10 @@ class context:
     """Stamps user, session, tags and metadata on every span opened inside it.
 
     Use as a context manager (`with veil.context(user_id="u1"): ...`) or a decorator
-    (`@veil.context(session_id="s1")`, on sync or async functions). Works before `veil.init()` too: the
-    values are simply kept until spans exist to carry them. As a decorator one instance serves any number
-    of concurrent calls; as a `with` block, use an instance in one thread or task at a time.
+    (`@veil.context(session_id="s1")`, on sync and async functions, generators and async generators).
+    Works before `veil.init()` too: the values are simply kept until spans exist to carry them. As a
+    decorator one instance serves any number of concurrent calls; as a `with` block, use an instance in
+    one thread or task at a time.
 
     Args:
         user_id: Becomes `user.id`.
@@ -105,7 +106,69 @@ class context:
         _STAMPS.reset(self._tokens.pop())
 
     def __call__(self, func: F) -> F:
-        """Decorator form: every call of `func` runs inside this context."""
+        """Decorator form: every call of `func` runs inside this context.
+
+        A generator's (or async generator's) body runs inside it step by step, like `observe` drives
+        streams: the stamps are current while the body runs, not in the consumer between chunks.
+        """
+        if inspect.isasyncgenfunction(func):
+
+            @functools.wraps(func)
+            async def async_gen_wrapper(*args: Any, **kwargs: Any) -> Any:
+                inner = func(*args, **kwargs)
+                to_send: Any = None
+                to_throw: BaseException | None = None
+                while True:
+                    token = self._push()
+                    try:
+                        if to_throw is not None:
+                            exc, to_throw = to_throw, None
+                            chunk = await inner.athrow(exc)
+                        else:
+                            chunk = await inner.asend(to_send)
+                    except StopAsyncIteration:
+                        return
+                    finally:
+                        _STAMPS.reset(token)
+                    try:
+                        to_send = yield chunk
+                    except GeneratorExit:
+                        await inner.aclose()
+                        raise
+                    except BaseException as exc:
+                        to_throw = exc
+
+            return async_gen_wrapper  # type: ignore[return-value]
+
+        if inspect.isgeneratorfunction(func):
+
+            @functools.wraps(func)
+            def gen_wrapper(*args: Any, **kwargs: Any) -> Any:
+                inner = func(*args, **kwargs)
+                to_send: Any = None
+                to_throw: BaseException | None = None
+                while True:
+                    token = self._push()
+                    try:
+                        if to_throw is not None:
+                            exc, to_throw = to_throw, None
+                            chunk = inner.throw(exc)
+                        else:
+                            chunk = inner.send(to_send)
+                    except StopIteration as stop:
+                        return stop.value
+                    finally:
+                        _STAMPS.reset(token)
+                    try:
+                        to_send = yield chunk
+                    except GeneratorExit:
+                        inner.close()
+                        raise
+                    except BaseException as exc:
+                        to_throw = exc
+
+            return gen_wrapper  # type: ignore[return-value]
+
         if inspect.iscoroutinefunction(func):
 
             @functools.wraps(func)

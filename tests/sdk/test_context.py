@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import inspect
 import threading
 from typing import Any
 
@@ -150,3 +151,30 @@ def test_current_span_api_works_on_veil_spans(start_veil: Any) -> None:
     span = receiver.by_name("renamed")
     assert span.attributes["app.flag"] is True
     assert span.events == [("checkpoint", {"step": 1})]
+
+
+def test_context_as_decorator_on_generators_stamps_spans_opened_in_the_body(start_veil: Any) -> None:
+    receiver = start_veil()
+
+    @veil.observe(name="inner")
+    def inner(label: str) -> str:
+        return label
+
+    @veil.context(session_id="gen-session")
+    def stream() -> Any:
+        yield inner("gen")
+
+    @veil.context(session_id="agen-session")
+    async def astream() -> Any:
+        yield inner("agen")
+
+    async def consume() -> list[str]:
+        return [chunk async for chunk in astream()]
+
+    assert inspect.isgeneratorfunction(stream)
+    assert inspect.isasyncgenfunction(astream)
+    assert list(stream()) == ["gen"]
+    assert asyncio.run(consume()) == ["agen"]
+    assert veil.flush(5)
+    sessions = {s.attributes[sc.VEIL_INPUT]: s.attributes.get(sc.SESSION_ID) for s in receiver.spans}
+    assert sessions == {'{"label":"gen"}': "gen-session", '{"label":"agen"}': "agen-session"}
