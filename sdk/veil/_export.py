@@ -17,6 +17,7 @@ from typing import Protocol, runtime_checkable
 
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.trace import Status
 from opentelemetry.util.types import AttributeValue
 
 from veil import semconv as sc
@@ -53,7 +54,11 @@ class StripContentScrubber:
 
 
 def strip_content(span: ReadableSpan) -> ReadableSpan:
-    """Returns a copy of `span` without content attributes or exception messages, marked as such."""
+    """Returns a copy of `span` without content attributes or exception messages, marked as such.
+
+    The status keeps its code but loses its description: OTel's SDK writes "Type: message" there when
+    an exception leaves a span.
+    """
     attributes = {k: v for k, v in (span.attributes or {}).items() if k not in sc.CONTENT_ATTRIBUTES}
     attributes[sc.VEIL_CONTENT_DROPPED] = True
     events = [
@@ -64,13 +69,19 @@ def strip_content(span: ReadableSpan) -> ReadableSpan:
         )
         for event in span.events
     ]
-    return with_content(span, attributes, events)
+    status = span.status
+    if status.description:
+        status = Status(status.status_code)
+    return with_content(span, attributes, events, status)
 
 
 def with_content(
-    span: ReadableSpan, attributes: Mapping[str, AttributeValue], events: Sequence[Event]
+    span: ReadableSpan,
+    attributes: Mapping[str, AttributeValue],
+    events: Sequence[Event],
+    status: Status | None = None,
 ) -> ReadableSpan:
-    """A copy of ``span`` with other attributes and events (scrubbers never mutate the original)."""
+    """A copy of ``span`` with other attributes, events and (if given) status; the original is unchanged."""
     return ReadableSpan(
         name=span.name,
         context=span.context,
@@ -80,7 +91,7 @@ def with_content(
         events=events,
         links=span.links,
         kind=span.kind,
-        status=span.status,
+        status=span.status if status is None else status,
         start_time=span.start_time,
         end_time=span.end_time,
         instrumentation_scope=span.instrumentation_scope,

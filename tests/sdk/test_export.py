@@ -451,3 +451,30 @@ def test_default_scrubber_is_the_pii_engine_when_installed(start_veil: Any) -> N
     assert "jane.doe@example.com" not in attrs[sc.GEN_AI_INPUT_MESSAGES]
     assert "jane.doe@example.com" not in attrs[sc.GEN_AI_OUTPUT_MESSAGES]
     assert attrs[sc.VEIL_PII_SCRUBBED] is True
+
+
+def test_exception_message_in_an_app_spans_status_is_scrubbed(start_veil: Any) -> None:
+    # OTel's SDK sets the status description of a span that an exception leaves to "Type: message".
+    provider = TracerProvider()
+    trace.set_tracer_provider(provider)
+    receiver = start_veil(scrub_pii=True)
+    with pytest.raises(ValueError), trace.get_tracer("app").start_as_current_span("app span"):
+        raise ValueError("bad address jane@example.com")
+    assert veil.flush(5)
+    span = receiver.by_name("app span")
+    assert span.status_message.startswith("ValueError: bad address [EMAIL")
+    assert "jane@example.com" not in span.status_message
+    assert "jane@example.com" not in str(span.events)
+
+
+@pytest.mark.veil_internal_errors
+def test_scrubber_failure_strips_the_exception_message_from_an_app_spans_status(start_veil: Any) -> None:
+    provider = TracerProvider()
+    trace.set_tracer_provider(provider)
+    receiver = start_veil(scrubber=_FailingScrubber())
+    with pytest.raises(ValueError), trace.get_tracer("app").start_as_current_span("app span"):
+        raise ValueError("bad address jane@example.com")
+    assert veil.flush(5)
+    span = receiver.by_name("app span")
+    assert span.status_code == 2
+    assert "jane@example.com" not in span.status_message

@@ -2,6 +2,7 @@
 
 Runs on the export thread, one batch at a time. Every string attribute value (and every string in a
 string array) of each span and of its events is scrubbed; placeholders are consistent per trace id.
+The status description is scrubbed too (OTel's SDK writes an exception's message there).
 Each returned span is a new ``ReadableSpan`` (the originals are not mutated) with
 ``veil.pii.scrubbed = True`` and, when anything was found, ``veil.pii.findings`` (JSON, see
 :mod:`veil.pii.findings`). NER runs only when the ``presidio`` extra is installed and enabled
@@ -18,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.trace import Status
 
 from veil import semconv as sc
 from veil._export import with_content
@@ -65,7 +67,8 @@ class OtelSpanScrubber:
         trace_ids: list[str | None] = []
         # Per span: where its values start and their attribute keys, then the same for each event. A
         # span's values are consecutive, so no (key, index) pair is made per attribute.
-        layout: list[tuple[int, list[str], list[tuple[int, list[str]]]]] = []
+        # Last, the index of the status description (OTel's SDK puts an exception's message there), or -1.
+        layout: list[tuple[int, list[str], list[tuple[int, list[str]]], int]] = []
         for span in spans:
             trace_id = format(span.context.trace_id, "032x") if span.context is not None else None
             start = len(values)
@@ -74,12 +77,18 @@ class OtelSpanScrubber:
                 (len(values), _collect(event.attributes, values, trace_ids, trace_id))
                 for event in span.events
             ]
-            layout.append((start, keys, event_layout))
+            status_index = -1
+            description = span.status.description
+            if type(description) is str and description:
+                status_index = len(values)
+                values.append(description)
+                trace_ids.append(trace_id)
+            layout.append((start, keys, event_layout, status_index))
         # Only the changed values come back (most attributes hold no PII): the rest stay as they are.
         changed = self.scrubber.scrub_changed(values, trace_ids=trace_ids) if values else {}
 
         out: list[ReadableSpan] = []
-        for span, (start, keys, event_layout) in zip(spans, layout, strict=True):
+        for span, (start, keys, event_layout, status_index) in zip(spans, layout, strict=True):
             counts: Counter[FindingKey] = Counter()
             attributes = dict(span.attributes or {})
             if changed:
@@ -99,10 +108,15 @@ class OtelSpanScrubber:
                     _scrubbed_event(event, first, event_keys, changed, counts)
                     for event, (first, event_keys) in zip(span.events, event_layout, strict=True)
                 ]
+            status = None
+            status_result = changed.get(status_index) if changed and status_index >= 0 else None
+            if status_result is not None:
+                status = Status(span.status.status_code, status_result.value)
+                add_findings(counts, status_result.findings, "attribute")
             attributes[sc.VEIL_PII_SCRUBBED] = True
             if counts:
                 attributes[sc.VEIL_PII_FINDINGS] = _encoded(tuple(sorted(counts.items())))
-            out.append(with_content(span, attributes, events))
+            out.append(with_content(span, attributes, events, status))
         return out
 
 
