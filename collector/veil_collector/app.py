@@ -34,6 +34,7 @@ from veil_collector.guard.service import GuardService
 from veil_collector.pipeline import Pipeline
 from veil_collector.pricing import PriceTable
 from veil_collector.receiver import RequestPreparer
+from veil_collector.receiver.prepare import tune_gc
 from veil_collector.records import StoredBatch
 from veil_collector.scrub import ServerScrubber, pii_findings_for_span
 from veil_collector.spool import Spool
@@ -131,6 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             else None
         )
         pipeline.start()
+        tune_gc()  # after start-up: the models, patterns and tables loaded above stay out of GC passes
         logger.info(
             "veil collector: ClickHouse %s (database %s), spool %s",
             redact_dsn(settings.clickhouse_dsn),
