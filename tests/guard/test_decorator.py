@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -193,3 +194,26 @@ def test_bad_options_are_refused() -> None:
         vg.guard(timeout=0)
     with pytest.raises(ValueError, match="stride >= 1"):
         vg.guard(stride=0)
+
+
+def _slow_check(text: str) -> bool:
+    time.sleep(0.6)
+    return False
+
+
+def test_a_prompt_of_several_texts_waits_for_the_checks_one_timeout_in_all() -> None:
+    messages = [{"role": "user", "content": f"message {i}"} for i in range(4)]
+
+    @vg.guard(input=[_slow_check], output=[_slow_check], timeout=0.2)
+    def chat(messages: list[dict[str, str]]) -> list[str]:
+        return ["one", "two", "three"]
+
+    @vg.guard(input=[_slow_check], output=[_slow_check], timeout=0.2)
+    async def achat(messages: list[dict[str, str]]) -> list[str]:
+        return ["one", "two", "three"]
+
+    for call in (lambda: chat(messages), lambda: asyncio.run(achat(messages))):
+        started = time.monotonic()
+        assert call() == ["one", "two", "three"]  # fail_open: the late checks pass, flagged
+        # One timeout for the prompt's four texts, one for the reply's three; not one per text.
+        assert time.monotonic() - started < 0.2 * 2 + 0.15

@@ -39,7 +39,8 @@ class Guard:
             ``on_fail`` of its own; None keeps each check's default.
         fail_open: When a check cannot answer in time (collector down or slow): True passes and flags,
             False blocks.
-        timeout: Seconds the checks of one text may take in all; no call waits longer for them.
+        timeout: Seconds the checks of one call's prompt may take in all (all its texts together), and
+            likewise of its response (or of each checked window of a stream).
         vault: True restores redacted PII in the response from a vault made for each call; a
             :class:`Vault` is shared across calls (for example one per conversation); False restores
             nothing.
@@ -134,8 +135,11 @@ class Guard:
                 if isinstance(checked, GuardResult):
                     return self._blocked(checked)
                 value = await fn(*checked[0], **checked[1])
+                deadline = self.output.deadline()
                 results = [
-                    await self.output.aevaluate(t, "output", vault=vault, trace_id=trace_id)
+                    await self.output.aevaluate(
+                        t, "output", vault=vault, trace_id=trace_id, deadline=deadline
+                    )
                     for t in _payload.texts(value)
                 ]
                 return self._finish_output(value, results, vault)
@@ -151,8 +155,9 @@ class Guard:
             value = fn(*checked[0], **checked[1])
             if inspect.isgenerator(value):  # a plain function that returns a stream
                 return self._guard_stream(value, vault, trace_id)
+            deadline = self.output.deadline()
             results = [
-                self.output.evaluate(t, "output", vault=vault, trace_id=trace_id)
+                self.output.evaluate(t, "output", vault=vault, trace_id=trace_id, deadline=deadline)
                 for t in _payload.texts(value)
             ]
             return self._finish_output(value, results, vault)
@@ -195,11 +200,12 @@ class Guard:
         trace_id: str | None,
     ) -> tuple[tuple[Any, ...], dict[str, Any]] | GuardResult:
         values, rebuild = self._guarded_values(signature, args, kwargs)
+        deadline = self.input.deadline()
         per_value = []
         for value in values:
             results = []
             for text in _payload.texts(value):
-                result = self.input.evaluate(text, "input", vault=vault, trace_id=trace_id)
+                result = self.input.evaluate(text, "input", vault=vault, trace_id=trace_id, deadline=deadline)
                 if not result.passed:
                     return result
                 results.append(result)
@@ -215,11 +221,14 @@ class Guard:
         trace_id: str | None,
     ) -> tuple[tuple[Any, ...], dict[str, Any]] | GuardResult:
         values, rebuild = self._guarded_values(signature, args, kwargs)
+        deadline = self.input.deadline()
         per_value = []
         for value in values:
             results = []
             for text in _payload.texts(value):
-                result = await self.input.aevaluate(text, "input", vault=vault, trace_id=trace_id)
+                result = await self.input.aevaluate(
+                    text, "input", vault=vault, trace_id=trace_id, deadline=deadline
+                )
                 if not result.passed:
                     return result
                 results.append(result)

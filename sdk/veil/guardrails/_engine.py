@@ -89,11 +89,25 @@ class Policy:
         if not self.timeout > 0:
             raise ValueError(f"timeout must be a positive number of seconds; got {self.timeout!r}")
 
+    def deadline(self) -> float:
+        """``time.monotonic()`` plus ``timeout``: the deadline to share among the texts of one call."""
+        return time.monotonic() + self.timeout
+
     def evaluate(
-        self, text: str, target: Target, *, vault: Vault | None = None, trace_id: str | None = None
+        self,
+        text: str,
+        target: Target,
+        *,
+        vault: Vault | None = None,
+        trace_id: str | None = None,
+        deadline: float | None = None,
     ) -> GuardResult:
-        """Checks ``text`` on the calling thread, waiting at most ``timeout`` seconds in all."""
-        steps = self._steps(text, target, vault, trace_id)
+        """Checks ``text`` on the calling thread, waiting at most ``timeout`` seconds in all.
+
+        ``deadline`` (a ``time.monotonic()`` value) replaces ``now + timeout``, so that several texts of
+        one call share one timeout.
+        """
+        steps = self._steps(text, target, vault, trace_id, deadline)
         try:
             check, current, ctx = next(steps)
             while True:
@@ -110,10 +124,16 @@ class Policy:
             return stop.value
 
     async def aevaluate(
-        self, text: str, target: Target, *, vault: Vault | None = None, trace_id: str | None = None
+        self,
+        text: str,
+        target: Target,
+        *,
+        vault: Vault | None = None,
+        trace_id: str | None = None,
+        deadline: float | None = None,
     ) -> GuardResult:
         """Like :meth:`evaluate`, but waits for blocking checks without blocking the event loop."""
-        steps = self._steps(text, target, vault, trace_id)
+        steps = self._steps(text, target, vault, trace_id, deadline)
         try:
             check, current, ctx = next(steps)
             while True:
@@ -130,10 +150,12 @@ class Policy:
         except StopIteration as stop:
             return stop.value
 
-    def _steps(self, text: str, target: Target, vault: Vault | None, trace_id: str | None) -> _Step:
-        ctx = CheckContext(
-            target=target, deadline=time.monotonic() + self.timeout, vault=vault, trace_id=trace_id
-        )
+    def _steps(
+        self, text: str, target: Target, vault: Vault | None, trace_id: str | None, deadline: float | None
+    ) -> _Step:
+        if deadline is None:
+            deadline = self.deadline()
+        ctx = CheckContext(target=target, deadline=deadline, vault=vault, trace_id=trace_id)
         decisions: list[CheckDecision] = []
         blocked = False
         for check in self.checks:
