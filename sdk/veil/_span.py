@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,9 @@ _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 
 # Streams keep at most this many chunks; the concatenated output is cut to the attribute limit anyway.
 MAX_STREAM_CHUNKS = 10_000
+# Events kept per span, the latest ones (OTel's default OTEL_SPAN_EVENT_COUNT_LIMIT): a guarded stream adds
+# events per checked window, and neither memory nor the export request may grow with the stream.
+MAX_SPAN_EVENTS = 128
 
 
 class _Parameters:
@@ -198,7 +202,7 @@ class VeilSpan(trace.Span):
         self.error: BaseException | None = None
         self.attributes: dict[str, Any] | None = None
         self.updates: dict[str, Any] | None = None
-        self.events: list[tuple[str, types.Attributes, int, BaseException | None]] | None = None
+        self.events: deque[tuple[str, types.Attributes, int, BaseException | None]] | None = None
         self.status: Status | None = None
         self.chunks: list[Any] | None = None
         self.first_chunk_ns = 0
@@ -282,7 +286,7 @@ class VeilSpan(trace.Span):
         if not self.is_recording():
             return
         if self.events is None:
-            self.events = []
+            self.events = deque(maxlen=MAX_SPAN_EVENTS)
         self.events.append((name, attributes, timestamp or time.time_ns(), None))
 
     def record_exception(
@@ -296,7 +300,7 @@ class VeilSpan(trace.Span):
         if not self.is_recording():
             return
         if self.events is None:
-            self.events = []
+            self.events = deque(maxlen=MAX_SPAN_EVENTS)
         self.events.append(("exception", attributes, timestamp or time.time_ns(), exception))
 
     def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:

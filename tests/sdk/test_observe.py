@@ -357,3 +357,16 @@ def test_span_works_with_async_with(start_veil: Any) -> None:
     asyncio.run(main())
     assert veil.flush(5)
     assert receiver.by_name("execute_tool fetch").attributes[sc.GEN_AI_TOOL_CALL_ARGUMENTS] == '{"input":"q"}'
+
+
+def test_events_on_a_long_lived_span_are_bounded_latest_kept(start_veil: Any) -> None:
+    # A guarded stream adds a decision event per checked window; a long stream must not grow the span
+    # (and its export request) without bound. Like OTel's SDK, the latest 128 are kept.
+    receiver = start_veil()
+    with veil.span("stream") as span:
+        for i in range(1000):
+            span.add_event("chunk", {"i": i})
+    assert veil.flush(5)
+    events = receiver.by_name("invoke_workflow stream").events
+    assert len(events) == 128
+    assert events[-1] == ("chunk", {"i": 999})
