@@ -279,8 +279,10 @@ class Pipeline:
             for _, request in requests:
                 self._scrubber.ner_pass(request)
         flat = FlatBatch()
+        # The GenAICall records only feed the listeners: without any, they are not built. Listeners are
+        # added before start() (app lifespan), so every batch sees the same set.
         with _cyclic_gc_paused():
-            self._flattener.flatten(requests, batch=first, out=flat)
+            self._flattener.flatten(requests, batch=first, out=flat, calls=bool(self._listeners))
         return _PreparedBatch(first, last, batch[0][0].received_unix_ns, flat, verify)
 
     def _store_batch(self, prepared: _PreparedBatch) -> None:

@@ -175,6 +175,15 @@ def test_flattening_is_deterministic():
     assert first.tables() == second.tables()
 
 
+def test_flattening_without_calls_writes_the_same_rows():
+    request = request_of([genai_span(TRACE, SPAN, start_ns=10)])
+    with_calls, without = FlatBatch(), FlatBatch()
+    Flattener().flatten([("p", request)], batch=1, out=with_calls)
+    Flattener().flatten([("p", request)], batch=1, out=without, calls=False)
+    assert len(with_calls.calls) == 1 and without.calls == []
+    assert without.tables() == with_calls.tables()
+
+
 def test_cluster_rendering_parses_and_uses_replicated_and_distributed_engines(store):
     statements = [s for m in load_migrations() for s in m.statements(ttl_days=30)]
 
