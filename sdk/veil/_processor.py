@@ -60,7 +60,6 @@ class VeilSpanProcessor(SpanProcessor):
         self._batch_size = max_export_batch_size
         self._delay = schedule_delay
         self._queue: collections.deque[Any] = collections.deque()
-        self._counts_lock = threading.Lock()
         self.exported = 0
         self.failed = 0
         self.dropped = 0
@@ -79,9 +78,12 @@ class VeilSpanProcessor(SpanProcessor):
             os.register_at_fork(after_in_child=after_in_child)
 
     def _start_worker(self) -> None:
+        # Locks are made afresh, also in a forked child: the fork may have copied one held by a thread
+        # that does not exist there.
         self._queue.clear()
         self._wake = threading.Event()
         self._export_lock = threading.Lock()
+        self._counts_lock = threading.Lock()
         self._pid = os.getpid()
         self._worker = threading.Thread(target=self._run, name="veil-export", daemon=True)
         self._worker.start()

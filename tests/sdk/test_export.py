@@ -437,6 +437,38 @@ def test_a_forked_child_exports_with_a_fresh_export_thread(start_veil: Any) -> N
     ]
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_fork_while_the_export_thread_counts_does_not_deadlock_the_child(start_veil: Any) -> None:
+    receiver = start_veil()
+    runtime = _runtime.ACTIVE
+    assert runtime is not None
+    # The export thread takes this lock after every batch; a fork at that moment copies it locked.
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with runtime.processor._counts_lock:
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert held.wait(5)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            work(1)
+            code = 0 if veil.flush(3) and veil.stats()["exported"] == 1 else 2
+        finally:
+            os._exit(code)
+    release.set()
+    holder.join()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert [s.attributes[sc.GEN_AI_TOOL_CALL_ARGUMENTS] for s in receiver.spans] == ['{"i":1}']
+
+
 def test_default_scrubber_is_the_pii_engine_when_installed(start_veil: Any) -> None:
     pytest.importorskip("veil.pii.otel")
     receiver = start_veil(scrub_pii=True)
