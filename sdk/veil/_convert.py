@@ -44,7 +44,6 @@ _NAME_ATTRIBUTE = {
     sc.KIND_CHAIN: sc.GEN_AI_WORKFLOW_NAME,
 }
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
-_ERROR = Status(StatusCode.ERROR)
 
 
 def _qualified_name(exc: BaseException) -> str:
