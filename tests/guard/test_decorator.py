@@ -217,3 +217,39 @@ def test_a_prompt_of_several_texts_waits_for_the_checks_one_timeout_in_all() -> 
         assert call() == ["one", "two", "three"]  # fail_open: the late checks pass, flagged
         # One timeout for the prompt's four texts, one for the reply's three; not one per text.
         assert time.monotonic() - started < 0.2 * 2 + 0.15
+
+
+def test_a_callable_check_runs_in_the_callers_context(spans) -> None:
+    # A judge that traces itself (or reads a ContextVar) must see the guarded call's context on the
+    # worker thread, so its spans nest under the call instead of starting traces of their own.
+    tracer, exporter = spans
+
+    def judge(text: str) -> bool:
+        with tracer.start_as_current_span("judge"):
+            return False
+
+    @vg.guard(input=[judge], output=[judge])
+    def chat(prompt: str) -> str:
+        return "fine"
+
+    async def achat_outer() -> None:
+        with tracer.start_as_current_span("async call"):
+            await achat("hello")
+
+    @vg.guard(input=[judge], output=[judge])
+    async def achat(prompt: str) -> str:
+        return "fine"
+
+    with tracer.start_as_current_span("call"):
+        chat("hello")
+    asyncio.run(achat_outer())
+    finished = exporter.get_finished_spans()
+    by_name: dict[str, list] = {}
+    for span in finished:
+        by_name.setdefault(span.name, []).append(span)
+    (call,), (async_call,) = by_name["call"], by_name["async call"]
+    judges = by_name["judge"]
+    assert len(judges) == 4
+    assert sorted(j.parent.span_id for j in judges) == sorted(
+        [call.context.span_id] * 2 + [async_call.context.span_id] * 2
+    )

@@ -4,13 +4,15 @@ The evaluation loop is written once, as a generator that hands each *blocking* c
 code) to its driver: the sync driver waits on a worker-thread future with the time left, the async driver
 awaits the same future with ``asyncio.wait_for``. Either way nobody waits past the deadline; a check that
 is late or raises is "unavailable", and ``fail_open`` decides whether that passes (flagged) or blocks.
-Non-blocking checks (patterns, length) run inline: they are cheaper than a thread hop.
+Non-blocking checks (patterns, length) run inline: they are cheaper than a thread hop. Blocking checks
+run in a copy of the caller's context, so spans they open nest under the guarded call.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import os
 import threading
 import time
@@ -111,7 +113,7 @@ class Policy:
         try:
             check, current, ctx = next(steps)
             while True:
-                future = _worker_pool().submit(check.evaluate, current, ctx)
+                future = _submit(check, current, ctx)
                 try:
                     answer: CheckOutcome | _Unavailable = future.result(_left(ctx.deadline))
                 except concurrent.futures.TimeoutError:
@@ -137,7 +139,7 @@ class Policy:
         try:
             check, current, ctx = next(steps)
             while True:
-                future = _worker_pool().submit(check.evaluate, current, ctx)
+                future = _submit(check, current, ctx)
                 try:
                     answer: CheckOutcome | _Unavailable = await asyncio.wait_for(
                         asyncio.wrap_future(future), _left(ctx.deadline)
@@ -198,6 +200,14 @@ class Policy:
                 return CheckDecision(check.name, "block", answer.score, reason), text
             text = answer.sanitized
         return CheckDecision(check.name, action, answer.score, answer.reason), text
+
+
+def _submit(check: Check, text: str, ctx: CheckContext) -> concurrent.futures.Future[CheckOutcome]:
+    """Runs ``check`` on the pool in a copy of the caller's context (current span, ContextVars).
+
+    One copy per check: a late check may still run in its copy while the next one starts.
+    """
+    return _worker_pool().submit(contextvars.copy_context().run, check.evaluate, text, ctx)
 
 
 def _left(deadline: float) -> float:
