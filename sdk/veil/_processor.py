@@ -84,6 +84,9 @@ class VeilSpanProcessor(SpanProcessor):
         self._wake = threading.Event()
         self._export_lock = threading.Lock()
         self._counts_lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        # The flush helper that has not yet counted the queue: later force_flush calls wait for it.
+        self._waiting_flush: threading.Event | None = None
         self._pid = os.getpid()
         self._worker = threading.Thread(target=self._run, name="veil-export", daemon=True)
         self._worker.start()
@@ -135,16 +138,23 @@ class VeilSpanProcessor(SpanProcessor):
             self._export_queued(full_batches_only=woken)
         self._export_queued(full_batches_only=False)
 
-    def _export_queued(self, full_batches_only: bool) -> None:
+    def _export_queued(self, full_batches_only: bool, flush: threading.Event | None = None) -> None:
         """Exports the spans queued when it starts, batch by batch; later arrivals wait for the next round.
 
         Taking a snapshot of the count keeps the thread from chasing a busy producer with many tiny
         batches (each an HTTP request). Serialized by a lock: the worker and `force_flush` may both call it.
+        `flush` is the flush helper's event: once the count is taken, later callers need a new helper.
         """
         with self._export_lock:
             token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
             try:
-                pending = len(self._queue)
+                if flush is None:
+                    pending = len(self._queue)
+                else:
+                    with self._flush_lock:
+                        pending = len(self._queue)
+                        if self._waiting_flush is flush:
+                            self._waiting_flush = None
                 while pending > 0 and (pending >= self._batch_size or not full_batches_only):
                     count = min(pending, self._batch_size)
                     pending -= count
@@ -190,21 +200,36 @@ class VeilSpanProcessor(SpanProcessor):
         if self._shutdown:
             return False
         deadline = time.monotonic() + timeout_millis / 1000
-        done = threading.Event()
-
-        def flush() -> None:
-            self._export_queued(full_batches_only=False)
-            done.set()
-
         # Export on a helper thread so that a hung collector cannot hold the caller past the deadline.
-        helper = threading.Thread(target=flush, name="veil-flush", daemon=True)
-        helper.start()
+        # A helper that has not counted the queue yet will export this caller's spans too: join it, so
+        # that flushes against a stuck collector add no thread per call (at most one waits, one exports).
+        with self._flush_lock:
+            done = self._waiting_flush
+            if done is None:
+                done = self._waiting_flush = threading.Event()
+                helper = threading.Thread(
+                    target=self._flush_helper, args=(done,), name="veil-flush", daemon=True
+                )
+                try:
+                    helper.start()
+                except BaseException:  # e.g. no new threads at interpreter shutdown
+                    self._waiting_flush = None
+                    raise
         if not done.wait(max(0.0, deadline - time.monotonic())):
             return False
         with capture_internal_exceptions("export.flush"):
             # Some exporters return None from force_flush (nothing buffered): only False means failure.
             return self._exporter.force_flush(max(0, int((deadline - time.monotonic()) * 1000))) is not False
         return False
+
+    def _flush_helper(self, done: threading.Event) -> None:
+        try:
+            self._export_queued(full_batches_only=False, flush=done)
+            done.set()
+        finally:
+            with self._flush_lock:
+                if self._waiting_flush is done:
+                    self._waiting_flush = None
 
     def shutdown(self, timeout_millis: int = 30000) -> None:
         """Exports what is queued (within the timeout), then shuts the exporter down. Idempotent."""

@@ -237,6 +237,23 @@ def test_full_queue_drops_are_counted_and_logged_once(caplog: pytest.LogCaptureF
     assert caplog.text.count("dropping spans") == 1
 
 
+def test_repeated_flushes_against_a_stuck_collector_do_not_pile_up_threads() -> None:
+    exporter = _BlockingExporter()
+    veil.init(exporter=exporter, schedule_delay=60, scrub_pii=False)
+    work(0)
+    try:
+        for _ in range(30):  # say, one flush per request with a short timeout, while the collector hangs
+            work(1)
+            assert not veil.flush(0.01)
+        assert exporter.entered.is_set()
+        helpers = [t for t in threading.enumerate() if t.name == "veil-flush"]
+        assert len(helpers) <= 2  # one exporting, one waiting to: not one per call
+    finally:
+        exporter.release.set()
+    assert veil.flush(5)
+    assert veil.stats()["exported"] == exporter.count == 31
+
+
 class _RecordingScrubber:
     def __init__(self) -> None:
         self.threads: set[str] = set()
