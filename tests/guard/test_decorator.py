@@ -253,3 +253,24 @@ def test_a_callable_check_runs_in_the_callers_context(spans) -> None:
     assert sorted(j.parent.span_id for j in judges) == sorted(
         [call.context.span_id] * 2 + [async_call.context.span_id] * 2
     )
+
+
+def test_guard_above_classmethod_and_staticmethod_keeps_the_descriptor_and_checks() -> None:
+    banned = Banned(substrings=["bad"])
+
+    class Bot:
+        @vg.guard(input=[], output=[banned])
+        @classmethod
+        def reply(cls, prompt: str) -> str:
+            return f"bad {prompt}"
+
+        @vg.guard(input=[], output=[banned])
+        @staticmethod
+        async def areply(prompt: str) -> str:
+            return f"bad {prompt}"
+
+    assert inspect.iscoroutinefunction(Bot.areply)
+    with pytest.raises(GuardViolation):
+        Bot.reply("x")
+    with pytest.raises(GuardViolation):
+        asyncio.run(Bot.areply("x"))

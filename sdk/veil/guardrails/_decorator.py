@@ -77,6 +77,9 @@ class Guard:
         self.stride = stride
 
     def __call__(self, fn: F) -> F:
+        if isinstance(fn, (classmethod, staticmethod)):
+            # `@guard` above `@classmethod` / `@staticmethod`: guard the function inside, keep the descriptor.
+            return type(fn)(self(fn.__func__))  # type: ignore[return-value]
         signature = inspect.signature(fn) if self.input_args is not None else None
         if signature is not None:
             unknown = set(self.input_args or ()) - set(signature.parameters)
