@@ -111,6 +111,9 @@ class context:
         A generator's (or async generator's) body runs inside it step by step, like `observe` drives
         streams: the stamps are current while the body runs, not in the consumer between chunks.
         """
+        if isinstance(func, (classmethod, staticmethod)):
+            # Above `@classmethod` / `@staticmethod`: wrap the function inside, keep the descriptor.
+            return type(func)(self(func.__func__))  # type: ignore[return-value]
         if inspect.isasyncgenfunction(func):
 
             @functools.wraps(func)

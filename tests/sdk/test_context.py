@@ -178,3 +178,29 @@ def test_context_as_decorator_on_generators_stamps_spans_opened_in_the_body(star
     assert veil.flush(5)
     sessions = {s.attributes[sc.VEIL_INPUT]: s.attributes.get(sc.SESSION_ID) for s in receiver.spans}
     assert sessions == {'{"label":"gen"}': "gen-session", '{"label":"agen"}': "agen-session"}
+
+
+def test_context_above_classmethod_and_staticmethod_keeps_the_descriptor(start_veil: Any) -> None:
+    receiver = start_veil()
+
+    @veil.observe(name="inner")
+    def inner(label: str) -> str:
+        return label
+
+    class Service:
+        @veil.context(session_id="cm-session")
+        @classmethod
+        def run(cls, label: str) -> str:
+            return inner(label)
+
+        @veil.context(session_id="sm-session")
+        @staticmethod
+        async def arun(label: str) -> str:
+            return inner(label)
+
+    assert inspect.iscoroutinefunction(Service.arun)
+    assert Service.run("cm") == "cm"
+    assert asyncio.run(Service.arun("sm")) == "sm"
+    assert veil.flush(5)
+    sessions = {s.attributes[sc.VEIL_INPUT]: s.attributes.get(sc.SESSION_ID) for s in receiver.spans}
+    assert sessions == {'{"label":"cm"}': "cm-session", '{"label":"sm"}': "sm-session"}
