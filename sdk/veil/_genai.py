@@ -17,7 +17,7 @@ from veil import semconv as sc
 _REQUEST_PARAMS: tuple[tuple[str, str, type], ...] = (
     ("temperature", sc.GEN_AI_REQUEST_TEMPERATURE, float),
     ("top_p", sc.GEN_AI_REQUEST_TOP_P, float),
-    ("top_k", sc.GEN_AI_REQUEST_TOP_K, int),
+    ("top_k", sc.GEN_AI_REQUEST_TOP_K, float),  # a double in semconv v1.41
     ("max_tokens", sc.GEN_AI_REQUEST_MAX_TOKENS, int),
     ("max_completion_tokens", sc.GEN_AI_REQUEST_MAX_TOKENS, int),
     ("max_output_tokens", sc.GEN_AI_REQUEST_MAX_TOKENS, int),

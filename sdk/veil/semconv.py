@@ -77,7 +77,7 @@ VEIL_TAGS: Final = "veil.tags"
 VEIL_METADATA_PREFIX: Final = "veil.metadata."
 VEIL_INPUT: Final = "veil.input"
 VEIL_OUTPUT: Final = "veil.output"
-# How a streamed span ended: "exhausted", "closed" or "abandoned" (garbage-collected unfinished).
+# How a streamed span ended: "exhausted" or "closed" (also when an abandoned generator is collected).
 VEIL_STREAM_END: Final = "veil.stream.end"
 VEIL_STREAM_CHUNKS: Final = "veil.stream.chunks"
 VEIL_PII_SCRUBBED: Final = "veil.pii.scrubbed"

@@ -86,6 +86,7 @@ def test_openai_object_response(start_veil: Any) -> None:
         temperature=0.3,
         max_tokens=50,
         top_p=0.9,
+        top_k=40,
         stop=["\n"],
         seed=7,
     )
@@ -99,6 +100,8 @@ def test_openai_object_response(start_veil: Any) -> None:
     assert attrs[sc.GEN_AI_REQUEST_TEMPERATURE] == 0.3
     assert attrs[sc.GEN_AI_REQUEST_MAX_TOKENS] == 50
     assert attrs[sc.GEN_AI_REQUEST_TOP_P] == 0.9
+    top_k = attrs[sc.GEN_AI_REQUEST_TOP_K]
+    assert isinstance(top_k, float) and top_k == 40.0  # a double in semconv v1.41
     assert attrs[sc.GEN_AI_REQUEST_STOP_SEQUENCES] == ["\n"]
     assert attrs[sc.GEN_AI_REQUEST_SEED] == 7
     assert attrs[sc.GEN_AI_USAGE_INPUT_TOKENS] == 20
