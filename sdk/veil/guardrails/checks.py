@@ -150,7 +150,8 @@ class Banned(Check):
     Args:
         substrings: Literal strings that must not appear.
         patterns: Regular expressions (strings or compiled) that must not match.
-        case_sensitive: Whether substrings match case-sensitively (patterns carry their own flags).
+        case_sensitive: Whether substrings and string patterns match case-sensitively (compiled patterns
+            keep their own flags).
         replacement: What a match becomes when redacted.
         on_fail: Overrides the guard's action.
     """
