@@ -18,8 +18,8 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check sdk collector tests bench
-	$(BIN)/ruff format --check sdk collector tests bench
+	$(BIN)/ruff check sdk collector tests bench dashboards
+	$(BIN)/ruff format --check sdk collector tests bench dashboards
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q
