@@ -230,6 +230,17 @@ class Scrubber:
                     texts.append(value)
                     owners.append(i)
                     continue
+            elif (
+                type(value) is tuple
+                and value
+                and all(type(v) is str and len(v) <= max_chars and v[:1] not in _JSON_OPENERS for v in value)
+            ):
+                # A string array attribute of plain strings (finish reasons): one text per item, as the
+                # walk would make them, without it.
+                skeletons.append(tuple(_Leaf(k, None) for k in range(first, first + len(value))))
+                texts.extend(value)
+                owners.extend([i] * len(value))
+                continue
             walk.lossy = False
             skeletons.append(self._decompose(value, walk, 0))
             if walk.lossy:
