@@ -449,6 +449,7 @@ def _assemble(skeleton: Any, texts: list[str], parsed: dict[int, _JsonText]) -> 
 
 
 _KEY_END = re.compile(r"\s*:")
+_VALUE_ENDS = frozenset(",}]")
 
 
 def _in_place(text: str, spans: Sequence[EntitySpan]) -> bool:
@@ -465,7 +466,10 @@ def _in_place(text: str, spans: Sequence[EntitySpan]) -> bool:
         quotes += text.count('"', pos, start)
         pos = start
         close = text.find('"', start)
-        if not quotes % 2 or close < end or _KEY_END.match(text, close + 1):
+        if not quotes % 2 or close < end:
+            return False
+        # Most values end in "," or "}": only else may whitespace and ":" follow (a key).
+        if text[close + 1 : close + 2] not in _VALUE_ENDS and _KEY_END.match(text, close + 1):
             return False
         value = text[start:end]
         found[value] = found.get(value, 0) + 1
