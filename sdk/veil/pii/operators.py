@@ -19,6 +19,7 @@ from veil.pii.recognizers import NUMBER_PUNCTUATION
 __all__ = ["Operator", "PlaceholderRegistry", "TraceNumbering", "normalize", "pseudonym"]
 
 _NON_DIGITS = re.compile(r"[^0-9]+")
+_LABEL_OF = {t: placeholder_label(t) for t in (CREDIT_CARD, EMAIL_ADDRESS, IBAN_CODE, PHONE_NUMBER, US_SSN)}
 
 
 class Operator(str, enum.Enum):
@@ -97,7 +98,7 @@ class TraceNumbering:
     def placeholder(self, entity_type: str, value: str) -> str:
         """Return ``[LABEL_n]`` for the value: the same n for the same normalized value."""
         key = (entity_type, normalize(entity_type, value))
-        label = placeholder_label(entity_type)
+        label = _LABEL_OF.get(entity_type) or placeholder_label(entity_type)
         with self._lock:
             number = self._numbers.get(key)
             if number is None:

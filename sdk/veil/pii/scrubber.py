@@ -266,14 +266,19 @@ class Scrubber:
                 counter = counters[owner] = {}
             scrubbed[index] = self._replace(text, text_spans, trace_map, counter)
         changed: dict[int, ScrubResult] = {}
-        for i in {*counters, *lossy}:
+        for i in {*counters, *lossy} if lossy else counters:
             skeleton = skeletons[i]
             if skeleton is _WHOLE:
-                skeleton = parsed.get(first_text[i]) or _Leaf(first_text[i], None)
+                first = first_text[i]
+                json_text = parsed.get(first)
+                # A single text, not walked: its scrubbed text is the value (what _assemble returns).
+                value = scrubbed[first] if json_text is None else _assemble(json_text, scrubbed, parsed)
+            else:
+                value = _assemble(skeleton, scrubbed, parsed)
             counter = counters.get(i)
             items = sorted(counter.items()) if counter else ()
             findings = tuple(_tuple_new(Finding, (t, n, d)) for (t, d), n in items)
-            changed[i] = ScrubResult(_assemble(skeleton, scrubbed, parsed), findings)
+            changed[i] = _tuple_new(ScrubResult, (value, findings))
         return changed
 
     def _walk_json_with_findings(
