@@ -88,15 +88,22 @@ class OtelSpanScrubber:
         changed = self.scrubber.scrub_changed(values, trace_ids=trace_ids) if values else {}
 
         out: list[ReadableSpan] = []
+        # The changed indices in order: each span visits only its own, not every one of its keys.
+        changed_at = sorted(changed) if changed else []
+        n_changed = len(changed_at)
+        at = 0
         for span, (start, keys, event_layout, status_index) in zip(spans, layout, strict=True):
             counts: dict[FindingKey, int] = {}  # a plain dict: a Counter costs a microsecond to make
             attributes = dict(span.attributes or {})
-            if changed:
-                for index, key in enumerate(keys, start):
-                    result = changed.get(index)
-                    if result is not None:
-                        attributes[key] = result.value
-                        _add_findings(counts, result.findings, location_of(key))
+            while at < n_changed and changed_at[at] < start:
+                at += 1  # an event's or the status description's (handled below)
+            end = start + len(keys)
+            while at < n_changed and (index := changed_at[at]) < end:
+                at += 1
+                key = keys[index - start]
+                result = changed[index]
+                attributes[key] = result.value
+                _add_findings(counts, result.findings, location_of(key))
             # Events are copied only when one of theirs changed (most spans have no event findings).
             events = span.events
             if (changed and event_layout) and any(
@@ -158,6 +165,11 @@ def _collect(
             keys.append(key)
             values.append(value)
             trace_ids.append(trace_id)
+        elif type(value) is tuple:  # the SDK stores string arrays as tuples: no Sequence ABC test
+            if value and all(isinstance(v, str) for v in value):
+                keys.append(key)
+                values.append(value)
+                trace_ids.append(trace_id)
         elif (
             type(value) not in _SCALARS
             and isinstance(value, Sequence)

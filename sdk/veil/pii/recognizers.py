@@ -596,6 +596,7 @@ def find_patterns(text: str, entities: frozenset[str]) -> list[EntitySpan]:
 # Joins the texts of one batch. No expression matches NUL, so no entity spans two texts; the few scans
 # that search ahead (a private key's END line) are clipped to the text where the entity starts.
 _SEPARATOR = "\x00\n"
+_tuple_new = tuple.__new__  # an EntitySpan without its Python-level __new__
 _BATCH_CHARS = 1 << 20
 
 
@@ -631,7 +632,10 @@ def find_patterns_many(texts: Sequence[str], entities: frozenset[str]) -> list[S
                 end = span[1] - start_of_text
                 length = limit - start_of_text - sep
                 text_spans.append(
-                    EntitySpan(start - start_of_text, end if end <= length else length, span[2], span[3])
+                    _tuple_new(
+                        EntitySpan,
+                        (start - start_of_text, end if end <= length else length, span[2], span[3]),
+                    )
                 )
         i, base = j, ends[j - 1]
     return out
