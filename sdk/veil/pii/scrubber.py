@@ -424,7 +424,7 @@ class Scrubber:
             and value[:1] in _JSON_OPENERS
             and value[-1:] in ("}", "]")
             and "\\" not in value
-            and depth + 1 + value.count("{") + value.count("[") <= cfg.max_depth
+            and _brackets_at_most(value, cfg.max_depth - depth - 1)
         )
 
     def _parse(self, value: str, walk: _Walk, depth: int) -> _JsonText | None:
@@ -434,6 +434,22 @@ class Scrubber:
         except (ValueError, RecursionError):
             return None  # not JSON, or nested beyond the parser's recursion limit
         return _JsonText(self._decompose(parsed, walk, depth + 1))
+
+
+def _brackets_at_most(value: str, limit: int) -> bool:
+    """``value.count("{") + value.count("[") <= limit``, by memchr from bracket to bracket: ``count``
+    reads every character, and a message list holds few brackets (at most ``limit + 1`` are visited)."""
+    if limit < 0:
+        return False
+    n = 0
+    for bracket in _JSON_OPENERS:
+        at = value.find(bracket)
+        while at != -1:
+            n += 1
+            if n > limit:
+                return False
+            at = value.find(bracket, at + 1)
+    return True
 
 
 def _assemble(skeleton: Any, texts: list[str], parsed: dict[int, _JsonText]) -> Any:
