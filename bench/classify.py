@@ -14,8 +14,8 @@ Runners:
 - ``detoxify chunk=k``: ``predict(texts[i:i+k])``, the chunking detoxify's maintainers advise (issue #69);
   detoxify pads each chunk to its longest text.
 - ``veil batch=b``: ``ToxicityClassifier.predict(texts)`` on the whole list (the collector's worker drains
-  a backlog): length-sorted batches of at most b texts, padded per batch, ``inference_mode``, bf16
-  autocast on CUDA.
+  a backlog): length-sorted batches of at most b texts with at most 20 % padding, padded per batch,
+  ``inference_mode``, bf16 weights where the device computes bf16 natively.
 
 Slow configurations (per-request, batch 1) run on a prefix of the texts (same length mix) to bound the
 run time. FLOPs count only real (unpadded) tokens: per layer ``2 * L * (4 h^2 + 2 h i) + 4 * L^2 * h``;
@@ -302,7 +302,8 @@ def render(
         f"- texts: {len(lengths)}; tokens per text after truncation: mean {sum(lengths) / len(lengths):.0f}, "
         f"median {ordered[len(ordered) // 2]}, max {ordered[-1]}; per-request and batch-1 rows score the "
         f"first {per_request.texts}; best of {rounds} interleaved rounds",
-        f"- precision: detoxify fp32 (its default); veil {precision} (`auto`: bf16 autocast where native)"
+        f"- precision: detoxify fp32 (its default); veil {precision} (`auto`: bf16 weights where native); "
+        "veil batches hold at most 20 % padding"
         + ("; quick run on a shared, busy machine: compare ratios, not absolute rates" if quick else ""),
         "",
         "| runner | batch/chunk | texts | texts/s | vs per-request | vs best detoxify | TFLOP/s |"

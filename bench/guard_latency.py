@@ -24,7 +24,7 @@ Targets at 64 clients: guard throughput >= 10x per-request, guard p99 <= 3x its 
 
 Usage: python bench/guard_latency.py [--quick] [--device auto|cpu|cuda] [--transport http|inproc]
        [--client-procs N] [--torch-threads N] [--forward-batch N]
-Writes bench/results/guard_latency.<device>.<transport>.md.
+Writes guard_latency.<device>.<transport>.md into ``--out`` (default bench/results).
 """
 
 from __future__ import annotations
@@ -462,6 +462,7 @@ def main() -> None:
         "--forward-batch", type=int, default=64, help="texts per forward pass (classifier_batch_size)"
     )
     parser.add_argument("--client-procs", type=int, default=4, help="load-generator processes per row")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder for the table")
     parser.add_argument("--serve", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--load", nargs=6, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -508,8 +509,8 @@ def main() -> None:
         rows, device=device, weights=weights, transport=transport, seconds=seconds, torch_threads=threads
     )
     print(text)
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    (RESULTS_DIR / f"guard_latency.{device.split(':')[0]}.{args.transport}.md").write_text(text)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"guard_latency.{device.split(':')[0]}.{args.transport}.md").write_text(text)
 
 
 if __name__ == "__main__":

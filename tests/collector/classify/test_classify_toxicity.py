@@ -11,7 +11,7 @@ from tiny_detoxify import IDENTITY_CLASSES, WORDS
 
 from veil_collector.classify.fallback import ProfanityClassifier
 from veil_collector.classify.loader import ModelUnavailable, load_model, resolve_model
-from veil_collector.classify.toxicity import ToxicityClassifier, load_toxicity_classifier
+from veil_collector.classify.toxicity import ToxicityClassifier, load_toxicity_classifier, plan_batches
 
 STANDARD_LABELS = ("toxicity", "severe_toxicity", "obscene", "threat", "insult", "identity_attack")
 
@@ -66,7 +66,8 @@ def test_unbiased_identity_heads_are_labels_too(models_dir: Path) -> None:
 
 def test_batched_scores_equal_one_by_one_in_original_order(models_dir: Path) -> None:
     loaded = load_model(resolve_model("original", models_dir))
-    classifier = ToxicityClassifier.from_loaded(loaded, batch_size=4, precision="fp32")
+    # A loose padding bound, so that batches really mix lengths and padding must be masked.
+    classifier = ToxicityClassifier.from_loaded(loaded, batch_size=4, precision="fp32", max_padding=0.95)
     texts = _texts(23)
     batched = classifier.predict(texts)
     assert len(batched) == len(texts)
@@ -124,12 +125,49 @@ def test_auto_device_is_cpu_without_cuda(models_dir: Path) -> None:
     assert classifier.device.type == expected
 
 
-def test_bf16_autocast_stays_close_to_fp32(models_dir: Path) -> None:
+def test_bf16_stays_close_to_fp32_and_leaves_the_callers_model_alone(models_dir: Path) -> None:
     loaded = load_model(resolve_model("original", models_dir))
     fp32 = ToxicityClassifier.from_loaded(loaded, precision="fp32")
     bf16 = ToxicityClassifier.from_loaded(loaded, precision="bf16")
     assert (fp32.bf16, bf16.bf16) == (False, True)
+    assert next(bf16.model.parameters()).dtype == torch.bfloat16
+    assert next(loaded.detoxify.model.parameters()).dtype == torch.float32
     texts = _texts(12)
     for exact, rounded in zip(fp32.predict(texts), bf16.predict(texts), strict=True):
         # Loose: the tiny model's huge random weights amplify rounding (bert-base: about 1e-3).
         assert rounded == pytest.approx(exact, abs=5e-2)
+
+
+def test_plan_batches_bounds_count_and_padding() -> None:
+    # Equal lengths: only the count limit cuts.
+    assert plan_batches([10] * 5, 2, 0.2) == [range(0, 2), range(2, 4), range(4, 5)]
+    # 10, 11, 12 pad to 12: 3 of 36 tokens are padding (8 %); adding 20 would make it 37 of 80 (54 %).
+    assert plan_batches([10, 11, 12, 20, 21], 8, 0.2) == [range(0, 3), range(3, 5)]
+    # No padding allowed: a new batch at every new length; any padding allowed: count limit only.
+    assert plan_batches([1, 1, 2, 3, 3], 8, 0.0) == [range(0, 2), range(2, 3), range(3, 5)]
+    assert plan_batches([1, 50, 900], 8, 0.99) == [range(0, 3)]
+    assert plan_batches([], 8, 0.2) == []
+    assert plan_batches([0, 0, 5], 8, 0.2) == [range(0, 2), range(2, 3)]
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        plan_batches([1], 0, 0.2)
+    with pytest.raises(ValueError, match=r"max_padding must be in \[0, 1\)"):
+        plan_batches([1], 4, 1.0)
+
+
+def test_length_diverse_texts_run_in_small_batches_and_a_backlog_in_full_ones(models_dir: Path) -> None:
+    loaded = load_model(resolve_model("original", models_dir))
+    classifier = ToxicityClassifier.from_loaded(loaded, batch_size=8, precision="fp32")
+    widths: list[int] = []
+
+    def record(module: torch.nn.Module, args: tuple[object, ...], kwargs: dict[str, torch.Tensor]) -> None:
+        widths.append(kwargs["input_ids"].shape[0])
+
+    handle = classifier.model.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        classifier.predict(_texts(6))  # 1 to ~700 words: no two fit under 20 % padding
+        assert widths == [1] * 6
+        widths.clear()
+        classifier.predict(["you are a stupid person"] * 20)
+        assert widths == [8, 8, 4]
+    finally:
+        handle.remove()
