@@ -4,8 +4,8 @@ calling detoxify once per request, on the same model and device, in the same run
 Both sides serve the same texts to 1, 8 and 64 concurrent closed-loop clients:
 
 - ``guard``: Veil's ``POST /v1/guard`` route (the real route, its micro-batcher and the collector's
-  length-bucketed classifier; authentication and the decision log are switched off, they are not what is
-  measured);
+  length-bucketed classifier in its own process, as the collector runs it by default; authentication and
+  the decision log are switched off, they are not what is measured);
 - ``per-request``: an endpoint in the same app that calls ``Detoxify.predict(text)`` for every request, as
   a plain FastAPI service would (sync route, FastAPI's threadpool).
 
@@ -23,7 +23,7 @@ on the weights. Texts are 10 to 60 words.
 Targets at 64 clients: guard throughput >= 10x per-request, guard p99 <= 3x its p50.
 
 Usage: python bench/guard_latency.py [--quick] [--device auto|cpu|cuda] [--transport http|inproc]
-       [--client-procs N] [--torch-threads N] [--forward-batch N]
+       [--client-procs N] [--torch-threads N] [--forward-batch N] [--in-process-model] [--out DIR]
 Writes guard_latency.<device>.<transport>.md into ``--out`` (default bench/results).
 """
 
@@ -104,13 +104,23 @@ def models_dir() -> tuple[Path, str]:
 @dataclass
 class Loaded:
     service: Any  # GuardService
-    detoxify: Any  # detoxify.Detoxify on the same model object
+    detoxify: Any  # detoxify.Detoxify: the baseline, in this process
     device: str
+    classifier: Any  # the guard's TextClassifier (a ClassifierProcess by default)
+
+    def close(self) -> None:
+        from veil_collector.classify.process import close_classifier
+
+        self.service.close()
+        close_classifier(self.classifier)
 
 
-def load(device: str, forward_batch: int = 64) -> tuple[Loaded, str]:
+def load(device: str, forward_batch: int = 64, model_process: bool = True) -> tuple[Loaded, str]:
+    """The guard service as the collector builds it (its classifier in a child process unless
+    ``model_process`` is False) and, for the baseline, detoxify loaded in this process."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from veil_collector.classify.loader import load_model, resolve_model
+    from veil_collector.classify.process import ClassifierOptions, ClassifierProcess
     from veil_collector.classify.toxicity import ToxicityClassifier, resolve_device
     from veil_collector.guard.scoring import Scorer
     from veil_collector.guard.service import GuardService
@@ -119,9 +129,15 @@ def load(device: str, forward_batch: int = 64) -> tuple[Loaded, str]:
     target = resolve_device(device)
     loaded = load_model(resolve_model("original", folder), target)
     # The guard gathers up to 64 texts; the classifier runs them in length-sorted passes of forward_batch.
-    classifier = ToxicityClassifier.from_loaded(loaded, batch_size=forward_batch)
+    classifier = (
+        ClassifierProcess(
+            ClassifierOptions("original", models_dir=folder, device=str(target), batch_size=forward_batch)
+        )
+        if model_process
+        else ToxicityClassifier.from_loaded(loaded, batch_size=forward_batch)
+    )
     service = GuardService(Scorer(classifier), max_batch=64)
-    return Loaded(service, loaded.detoxify, str(target)), weights
+    return Loaded(service, loaded.detoxify, str(target), classifier), weights
 
 
 def texts(n: int, seed: int = 7) -> list[str]:
@@ -249,7 +265,12 @@ def _in_table_order(rows: list[Row]) -> list[Row]:
 
 
 def serve(
-    port: int, device: str, switch_interval: float | None, torch_threads: int | None, forward_batch: int
+    port: int,
+    device: str,
+    switch_interval: float | None,
+    torch_threads: int | None,
+    forward_batch: int,
+    model_process: bool,
 ) -> None:
     """The HTTP side: the real guard route plus a per-request detoxify endpoint, in one uvicorn app."""
     if torch_threads is not None:
@@ -257,6 +278,7 @@ def serve(
 
         # For the whole server, before any worker thread starts: the guard and the baseline run alike.
         torch.set_num_threads(torch_threads)
+        os.environ["OMP_NUM_THREADS"] = str(torch_threads)  # the guard's classifier process, too
     if switch_interval is not None:
         # The batch thread tokenizes in Python while the event loop serves HTTP: a shorter GIL switch
         # interval stops the event loop from waiting up to 5 ms for the GIL at every wake-up.
@@ -267,7 +289,7 @@ def serve(
     from veil_collector.api.deps import get_project
     from veil_collector.api.routes import guard as guard_route
 
-    model, _ = load(device, forward_batch)
+    model, _ = load(device, forward_batch, model_process)
     app = FastAPI()
     app.include_router(guard_route.router)
 
@@ -286,7 +308,10 @@ def serve(
     def baseline(body: dict[str, Any] = Body(...)) -> dict[str, Any]:  # noqa: B008 (FastAPI's idiom)
         return {"results": [model.detoxify.predict(text) for text in body["texts"]]}
 
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    try:
+        uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    finally:
+        model.close()
 
 
 class Connection:
@@ -462,12 +487,24 @@ def main() -> None:
         "--forward-batch", type=int, default=64, help="texts per forward pass (classifier_batch_size)"
     )
     parser.add_argument("--client-procs", type=int, default=4, help="load-generator processes per row")
+    parser.add_argument(
+        "--in-process-model",
+        action="store_true",
+        help="run the guard's classifier in the server process (classifier_process=false), for comparison",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder for the table")
     parser.add_argument("--serve", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--load", nargs=6, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve is not None:
-        serve(args.serve, args.device, args.switch_interval, args.torch_threads, args.forward_batch)
+        serve(
+            args.serve,
+            args.device,
+            args.switch_interval,
+            args.torch_threads,
+            args.forward_batch,
+            not args.in_process_model,
+        )
         return
     if args.load is not None:
         url, clients, first, stride, start, end = args.load
@@ -477,10 +514,10 @@ def main() -> None:
         return
     seconds = args.seconds or (4.0 if args.quick else 15.0)
     if args.transport == "inproc":
-        model, weights = load(args.device, args.forward_batch)
+        model, weights = load(args.device, args.forward_batch, not args.in_process_model)
         device = model.device
         rows = asyncio.run(run_inproc(model, seconds, texts(4096)))
-        model.service.close()
+        model.close()
     else:
         _, weights = models_dir()  # built here once, so the server only loads it
         import torch
@@ -494,6 +531,8 @@ def main() -> None:
         if args.torch_threads is not None:
             command += ["--torch-threads", str(args.torch_threads)]
         command += ["--forward-batch", str(args.forward_batch)]
+        if args.in_process_model:
+            command.append("--in-process-model")
         process = subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         try:
             wait_for(url, process)

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import Counter, Gauge, Histogram
 
 from veil_collector.classify.identity import IdentityLexicon
+from veil_collector.classify.process import close_classifier, start_toxicity_classifier
 from veil_collector.records import Evaluation, EventSink, GenAICall, StoredBatch
 
 if TYPE_CHECKING:
@@ -92,6 +93,7 @@ class ClassifierStage:
         self._store = store
         self._sink = sink
         self._toxicity = toxicity
+        self._owns_toxicity = False  # True once start() built it: shutdown() then stops it
         self._bias = bias
         self._lexicon = IdentityLexicon()
         self._batch_size = settings.classifier_batch_size
@@ -118,15 +120,8 @@ class ClassifierStage:
         if self._thread is not None:
             raise RuntimeError("ClassifierStage.start() called twice")
         if self._toxicity is None:
-            # Imported here: torch and transformers take seconds to import; only a started stage needs them.
-            from veil_collector.classify.toxicity import load_toxicity_classifier
-
-            self._toxicity = load_toxicity_classifier(
-                self._settings.toxicity_model,
-                models_dir=self._settings.models_dir,
-                device=self._settings.classifier_device,
-                batch_size=self._batch_size,
-            )
+            self._toxicity = start_toxicity_classifier(self._settings)
+            self._owns_toxicity = True
         MODEL_INFO.labels("toxicity", self._toxicity.name, self._toxicity.version).set(1)
         identity = self._toxicity if self._toxicity.identity_labels else self._lexicon
         MODEL_INFO.labels("identity", identity.name, identity.version).set(1)
@@ -186,6 +181,8 @@ class ClassifierStage:
         if left:
             DROPPED.labels("shutdown").inc(left)
             logger.warning("classifier stopped with %d calls unscored", left)
+        if self._owns_toxicity:
+            close_classifier(self._toxicity)
         return drained and not left
 
     # --- worker -------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Literal
 
 from prometheus_client import Counter, Histogram
 
+from veil_collector.classify.process import close_classifier, start_toxicity_classifier
 from veil_collector.guard.batcher import MicroBatcher
 from veil_collector.guard.scoring import CHECKS, ScoreItem, Scorer, TextScores
 from veil_collector.records import GuardDecision
@@ -96,6 +97,7 @@ class GuardService:
     ) -> None:
         self._scorer = scorer
         self._decisions = decisions
+        self._owned_classifier: TextClassifier | None = None  # started by from_settings, stopped by close
         self.model = scorer.model
         self._batcher: MicroBatcher[ScoreItem, TextScores] = MicroBatcher(
             scorer.score,
@@ -115,17 +117,14 @@ class GuardService:
         toxicity: TextClassifier | None = None,
         decisions: DecisionLog | None = None,
     ) -> GuardService:
-        """The service per settings; pass ``toxicity`` to share the classifier stage's model."""
+        """The service per settings; pass ``toxicity`` to share the classifier stage's model (else the
+        service starts its own, per ``classifier_process``, and stops it in :meth:`close`)."""
+        owned = toxicity is None
         if toxicity is None:
-            from veil_collector.classify.toxicity import load_toxicity_classifier
-
-            toxicity = load_toxicity_classifier(
-                settings.toxicity_model,
-                models_dir=settings.models_dir,
-                device=settings.classifier_device,
-                batch_size=settings.classifier_batch_size,
-            )
-        return cls(Scorer(toxicity), decisions=decisions, max_batch=settings.classifier_batch_size)
+            toxicity = start_toxicity_classifier(settings)
+        service = cls(Scorer(toxicity), decisions=decisions, max_batch=settings.classifier_batch_size)
+        service._owned_classifier = toxicity if owned else None
+        return service
 
     async def score(self, texts: Sequence[str], checks: Sequence[str]) -> list[TextScores]:
         """Scores ``texts`` on the next shared batch; one result per text, in order.
@@ -172,10 +171,12 @@ class GuardService:
         return out
 
     def close(self, timeout: float = 5.0) -> None:
-        """Answers the queued requests, stops the batcher and writes the buffered decisions."""
+        """Answers the queued requests, stops the batcher, writes the buffered decisions and stops the
+        classifier the service started itself."""
         self._batcher.shutdown(timeout)
         if self._decisions is not None:
             self._decisions.close(timeout)
+        close_classifier(self._owned_classifier)
 
 
 def _observe_batch(size: int, seconds: float) -> None:
