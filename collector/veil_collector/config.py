@@ -72,8 +72,9 @@ class Settings(BaseSettings):
     models_dir: Path | None = None
     classify_inputs: bool = False
     classifier_device: str = "auto"
-    # The toxicity model runs in a child process, so its forward passes never hold the GIL the HTTP event
-    # loop needs (classify/process.py says why and what it measured). Off: in the collector's process.
+    # The toxicity model runs in a child process: its tokenizing and kernel launches take no GIL time from
+    # the HTTP event loop and ingest, and its crash is not the collector's (classify/process.py). Off: the
+    # model runs in the collector's process.
     classifier_process: bool = True
     classifier_batch_size: int = Field(default=64, ge=1, le=4096)
     classifier_queue_size: int = Field(default=10_000, ge=1)

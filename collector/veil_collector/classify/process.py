@@ -1,13 +1,14 @@
 """Run the toxicity classifier in its own process, behind the :class:`TextClassifier` interface.
 
-Why a process: a transformer's forward pass is hundreds of small framework calls, each taking and releasing
-the GIL. In the collector's process that thread competes for the GIL with the HTTP event loop: every
-socket read or write of the loop releases the GIL, the model thread grabs it, and the loop waits for the
-interpreter's switch interval to get it back (the "convoy effect"). On a GPU, where the calls are
-microsecond kernel launches, this dominated: ``POST /v1/guard`` served 232 requests/s at 64 clients over
-HTTP against 3,261/s for the same batcher and model called in-process (H200, ``bench/results``); a shorter
-switch interval made it worse (105/s). In a child process the model has its own interpreter and GIL; the
-collector's thread only sends texts down a pipe and waits in ``recv`` with the GIL released.
+Why a process: the model's own Python work (tokenizing, and launching a forward pass's hundreds of
+kernels) then runs on its own interpreter and core instead of taking GIL time from the collector's HTTP
+event loop and ingest threads. On the H200 box one 4,096-text scoring pass took 1.13 s, of which the GPU
+computed 0.37 s: tokenizing took about 0.6 s of CPU (6,600 texts/s there) and torch's operator calls
+0.16 s (``bench/results/classify_cuda_profile.txt``), all of it GIL time in a single-process collector.
+A crash or an out-of-memory kill in the model takes down the child, not the collector. What it does not
+buy (measured on the H200 over HTTP, ``bench/results/guard_latency.md``): guard throughput, which the
+HTTP stack's per-request cost bounds either way (344 requests/s with the child, 232 to 394 without it).
+The collector's side only sends texts down a pipe and waits in ``recv`` with the GIL released.
 
 The child loads the model with :func:`~veil_collector.classify.toxicity.load_toxicity_classifier` (so the
 offline fallback applies there too, and the child logs which model runs) and answers one request at a

@@ -199,10 +199,6 @@ class ToxicityClassifier:
         encoded = self.tokenizer(
             batch,
             padding=True,
-            # On CUDA: tensor cores want multiples of 8, and every new sequence length is a new shape for
-            # the GEMM and attention kernels' heuristics. On the CPU a padded single text would need an
-            # attention mask and a slower attention kernel, so batches keep their exact length there.
-            pad_to_multiple_of=8 if self.device.type == "cuda" else None,
             truncation=True,
             max_length=self.max_length,
             return_tensors="pt",
