@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
 from typing import Any, TypeVar
 
+from veil._generators import StepHooks, wrap_async_generator, wrap_generator
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -105,73 +107,24 @@ class context:
     ) -> None:
         _STAMPS.reset(self._tokens.pop())
 
+    def _stamp_steps(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _StampSteps:
+        # One decorated generator's stream; the stamps do not depend on its arguments.
+        return _StampSteps(self)
+
     def __call__(self, func: F) -> F:
         """Decorator form: every call of `func` runs inside this context.
 
-        A generator's (or async generator's) body runs inside it step by step, like `observe` drives
-        streams: the stamps are current while the body runs, not in the consumer between chunks.
+        A generator's (or async generator's) body runs inside it step by step, as `observe` runs a
+        stream's body inside its span: the stamps are current while the body runs, not in the consumer
+        between chunks.
         """
         if isinstance(func, (classmethod, staticmethod)):
             # Above `@classmethod` / `@staticmethod`: wrap the function inside, keep the descriptor.
             return type(func)(self(func.__func__))  # type: ignore[return-value]
         if inspect.isasyncgenfunction(func):
-
-            @functools.wraps(func)
-            async def async_gen_wrapper(*args: Any, **kwargs: Any) -> Any:
-                inner = func(*args, **kwargs)
-                to_send: Any = None
-                to_throw: BaseException | None = None
-                while True:
-                    token = self._push()
-                    try:
-                        if to_throw is not None:
-                            exc, to_throw = to_throw, None
-                            chunk = await inner.athrow(exc)
-                        else:
-                            chunk = await inner.asend(to_send)
-                    except StopAsyncIteration:
-                        return
-                    finally:
-                        _STAMPS.reset(token)
-                    try:
-                        to_send = yield chunk
-                    except GeneratorExit:
-                        await inner.aclose()
-                        raise
-                    except BaseException as exc:
-                        to_throw = exc
-
-            return async_gen_wrapper  # type: ignore[return-value]
-
+            return wrap_async_generator(func, self._stamp_steps)  # type: ignore[return-value]
         if inspect.isgeneratorfunction(func):
-
-            @functools.wraps(func)
-            def gen_wrapper(*args: Any, **kwargs: Any) -> Any:
-                inner = func(*args, **kwargs)
-                to_send: Any = None
-                to_throw: BaseException | None = None
-                while True:
-                    token = self._push()
-                    try:
-                        if to_throw is not None:
-                            exc, to_throw = to_throw, None
-                            chunk = inner.throw(exc)
-                        else:
-                            chunk = inner.send(to_send)
-                    except StopIteration as stop:
-                        return stop.value
-                    finally:
-                        _STAMPS.reset(token)
-                    try:
-                        to_send = yield chunk
-                    except GeneratorExit:
-                        inner.close()
-                        raise
-                    except BaseException as exc:
-                        to_throw = exc
-
-            return gen_wrapper  # type: ignore[return-value]
-
+            return wrap_generator(func, self._stamp_steps)  # type: ignore[return-value]
         if inspect.iscoroutinefunction(func):
 
             @functools.wraps(func)
@@ -193,6 +146,21 @@ class context:
                 _STAMPS.reset(token)
 
         return wrapper  # type: ignore[return-value]
+
+
+class _StampSteps(StepHooks):
+    """Makes a decorating `context`'s stamps current while each step of a generator body runs."""
+
+    __slots__ = ("_context",)
+
+    def __init__(self, stamping: context) -> None:
+        self._context = stamping
+
+    def before_step(self) -> contextvars.Token[Stamps | None]:
+        return self._context._push()
+
+    def after_step(self, token: contextvars.Token[Stamps | None]) -> None:
+        _STAMPS.reset(token)
 
 
 _EMPTY = Stamps()

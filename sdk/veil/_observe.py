@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import AsyncGenerator, Callable, Generator, Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
@@ -27,6 +27,7 @@ from opentelemetry.trace import INVALID_SPAN
 
 from veil import _runtime
 from veil import semconv as sc
+from veil._generators import StepHooks, StreamEnd, wrap_async_generator, wrap_generator
 from veil._guarded import capture_internal_exceptions
 from veil._span import SpanTarget, VeilSpan
 
@@ -101,35 +102,37 @@ def _wrap_coroutine(func: Callable[..., Any], target: SpanTarget) -> Callable[..
     return wrapper
 
 
-def _step_enter(span: VeilSpan | None) -> Any:
-    if span is None:
+class _SpanSteps(StepHooks):
+    """Keeps a stream's span current while its body runs, records its chunks, ends it with the stream."""
+
+    __slots__ = ("_span",)
+
+    def __init__(self, span: VeilSpan) -> None:
+        self._span = span
+
+    def before_step(self) -> Any:
+        with _guard_start:
+            return _attach(_in_context(self._span))
         return None
-    with _guard_start:
-        return _attach(_in_context(span))
-    return None
 
+    def after_step(self, token: Any) -> None:
+        if token is not None:
+            with _guard_end:
+                _detach(token)
 
-def _step_exit(token: Any) -> None:
-    if token is not None:
+    def on_chunk(self, chunk: Any) -> None:
+        if self._span.sampled:
+            with _guard_end:
+                self._span.add_chunk(chunk)
+
+    def on_end(self, how: StreamEnd, result: Any, error: BaseException | None) -> None:
         with _guard_end:
-            _detach(token)
+            self._span.stream_end = how
+            self._span.finish(result, error)
 
 
-def _end_stream(span: VeilSpan | None, how: str, result: Any, error: BaseException | None) -> None:
-    if span is None:
-        return
-    with _guard_end:
-        span.stream_end = how
-        span.finish(result, error)
-
-
-def _record_chunk(span: VeilSpan | None, chunk: Any) -> None:
-    if span is not None and span.sampled:
-        with _guard_end:
-            span.add_chunk(chunk)
-
-
-def _start_stream(target: SpanTarget, args: tuple[Any, ...], kwargs: dict[str, Any]) -> VeilSpan | None:
+def _start_stream(target: SpanTarget, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _SpanSteps | None:
+    """Starts a stream's span; None (the stream runs untraced) before init() or if the SDK failed."""
     runtime = _runtime.ACTIVE
     if runtime is None:
         return None
@@ -138,99 +141,8 @@ def _start_stream(target: SpanTarget, args: tuple[Any, ...], kwargs: dict[str, A
         if span.sampled:
             span.capture_call(args, kwargs)
             span.chunks = []
-        return span
+        return _SpanSteps(span)
     return None
-
-
-def _wrap_generator(func: Callable[..., Generator[Any, Any, Any]], target: SpanTarget) -> Callable[..., Any]:
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
-        span = _start_stream(target, args, kwargs)
-        if span is None:
-            return (yield from func(*args, **kwargs))
-        token = _step_enter(span)
-        try:
-            inner = func(*args, **kwargs)
-        finally:
-            _step_exit(token)
-        to_send: Any = None
-        to_throw: BaseException | None = None
-        while True:
-            token = _step_enter(span)
-            try:
-                if to_throw is not None:
-                    exc, to_throw = to_throw, None
-                    chunk = inner.throw(exc)
-                else:
-                    chunk = inner.send(to_send)
-            except StopIteration as stop:
-                _step_exit(token)
-                _end_stream(span, "exhausted", stop.value, None)
-                return stop.value
-            except BaseException as exc:
-                _step_exit(token)
-                _end_stream(span, "error", None, exc)
-                raise
-            _step_exit(token)
-            _record_chunk(span, chunk)
-            try:
-                to_send = yield chunk
-            except GeneratorExit:
-                # Explicit close() or garbage collection of an unfinished stream.
-                try:
-                    inner.close()
-                finally:
-                    _end_stream(span, "closed", None, None)
-                raise
-            except BaseException as exc:
-                to_throw = exc
-
-    return wrapper
-
-
-def _wrap_async_generator(
-    func: Callable[..., AsyncGenerator[Any, Any]], target: SpanTarget
-) -> Callable[..., Any]:
-    @functools.wraps(func)
-    async def wrapper(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
-        span = _start_stream(target, args, kwargs)
-        token = _step_enter(span)
-        try:
-            inner = func(*args, **kwargs)
-        finally:
-            _step_exit(token)
-        to_send: Any = None
-        to_throw: BaseException | None = None
-        while True:
-            token = _step_enter(span)
-            try:
-                if to_throw is not None:
-                    exc, to_throw = to_throw, None
-                    chunk = await inner.athrow(exc)
-                else:
-                    chunk = await inner.asend(to_send)
-            except StopAsyncIteration:
-                _step_exit(token)
-                _end_stream(span, "exhausted", None, None)
-                return
-            except BaseException as exc:
-                _step_exit(token)
-                _end_stream(span, "error", None, exc)
-                raise
-            _step_exit(token)
-            _record_chunk(span, chunk)
-            try:
-                to_send = yield chunk
-            except GeneratorExit:
-                try:
-                    await inner.aclose()
-                finally:
-                    _end_stream(span, "closed", None, None)
-                raise
-            except BaseException as exc:
-                to_throw = exc
-
-    return wrapper
 
 
 def _decorate(func: Any, name: str | None, kind: str, capture_input: bool, capture_output: bool) -> Any:
@@ -247,11 +159,11 @@ def _decorate(func: Any, name: str | None, kind: str, capture_input: bool, captu
         function=func,
     )
     if inspect.isasyncgenfunction(func):
-        return _wrap_async_generator(func, target)
+        return wrap_async_generator(func, functools.partial(_start_stream, target))
     if inspect.iscoroutinefunction(func):
         return _wrap_coroutine(func, target)
     if inspect.isgeneratorfunction(func):
-        return _wrap_generator(func, target)
+        return wrap_generator(func, functools.partial(_start_stream, target))
     return _wrap_function(func, target)
 
 
