@@ -4,8 +4,9 @@
 chunk, and one long text makes every text in its chunk pay for its length. :class:`ToxicityClassifier`
 instead sorts texts by length and cuts length-homogeneous batches (:func:`plan_batches`: at most
 ``batch_size`` texts, and at most ``max_padding`` of a batch's tokens are padding), pads each batch only to
-its own longest text, runs under ``torch.inference_mode()`` in bf16 where the hardware computes in bf16
-natively, applies a sigmoid in fp32 and returns the scores in the caller's order.
+its own longest text (tokenized ahead of its forward pass by :mod:`~veil_collector.classify.encoding`),
+runs under ``torch.inference_mode()`` in bf16 where the hardware computes in bf16 natively, applies a
+sigmoid in fp32 and returns the scores in the caller's order.
 
 Precision: ``auto`` means bf16 on CUDA (Ampere or later) and on CPUs with native bf16 instructions
 (AVX512-BF16 or AMX), fp32 elsewhere; ``fp32`` and ``bf16`` force one. bf16 runs a bf16 copy of the
@@ -30,6 +31,7 @@ from typing import Literal
 import torch
 
 from veil_collector.classify.base import TextClassifier
+from veil_collector.classify.encoding import BatchEncoder
 from veil_collector.classify.loader import LoadedModel, ModelUnavailable, load_model, resolve_model
 
 logger = logging.getLogger(__name__)
@@ -144,6 +146,7 @@ class ToxicityClassifier:
         positions = getattr(model.config, "max_position_embeddings", MAX_TOKENS)
         self.max_length = min(MAX_TOKENS, positions)
         self._all_labels = self.labels + self.identity_labels
+        self._encoder = BatchEncoder(tokenizer, self.max_length, device)
         self._lock = threading.Lock()
 
     @classmethod
@@ -173,18 +176,17 @@ class ToxicityClassifier:
         if not texts:
             return []
         # Character length orders texts almost exactly as token length does, without a tokenization pass
-        # up front: each batch is tokenized just before its forward pass, so on CUDA the CPU tokenizes batch
-        # k + 1 while the device still computes batch k (kernels launch asynchronously).
+        # up front: batch k + 1 is tokenized on a helper thread while batch k runs (see encoding.py).
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         longest = self.max_length * CHARS_PER_TOKEN
         batches = plan_batches(
             [min(len(texts[i]), longest) for i in order], self.batch_size, self.max_padding
         )
+        chunks = [[texts[order[i]] for i in batch] for batch in batches]
         with self._lock:
             outputs: list[torch.Tensor] = []
             with torch.inference_mode():
-                for batch in batches:
-                    input_ids, attention_mask = self._encode([texts[order[i]] for i in batch])
+                for input_ids, attention_mask in self._encoder.iter_encoded(chunks):
                     logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
                     # Kept on the device: one transfer (and one sync) for the whole call.
                     outputs.append(torch.sigmoid(logits.float()))
@@ -193,24 +195,6 @@ class ToxicityClassifier:
         scores[torch.tensor(order)] = sorted_scores
         # strict=False: a head may have more outputs than the checkpoint names; unnamed ones are not returned.
         return [dict(zip(self._all_labels, row, strict=False)) for row in scores.tolist()]
-
-    def _encode(self, batch: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Token ids and attention mask of one batch, padded to its longest text, on the model's device."""
-        encoded = self.tokenizer(
-            batch,
-            padding=True,
-            truncation=True,
-            max_length=self.max_length,
-            return_tensors="pt",
-            return_token_type_ids=False,
-        )
-        input_ids, attention_mask = encoded["input_ids"], encoded["attention_mask"]
-        if self.device.type == "cuda":
-            return (
-                input_ids.pin_memory().to(self.device, non_blocking=True),
-                attention_mask.pin_memory().to(self.device, non_blocking=True),
-            )
-        return input_ids.to(self.device), attention_mask.to(self.device)
 
 
 def load_toxicity_classifier(

@@ -1,0 +1,86 @@
+"""Batch tokenization for the classifier: the Rust-backend path equals the tokenizer's own call."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from tiny_detoxify import WORDS
+from transformers import AutoTokenizer
+
+from veil_collector.classify.encoding import BatchEncoder
+
+BATCHES = [
+    ["", "hello", "Hello, World! ünïcödé 🙂"],
+    [" ".join(WORDS[i % len(WORDS)] for i in range(n)) for n in (3, 40, 700)],  # 700 words: truncated
+    ["one"],
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(models_dir: Path) -> object:
+    return AutoTokenizer.from_pretrained(models_dir / "original")
+
+
+def reference(tokenizer: object, batch: list[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    encoded = tokenizer(  # type: ignore[operator]
+        batch, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+    )
+    return encoded["input_ids"], encoded["attention_mask"]
+
+
+@pytest.mark.parametrize("max_length", [512, 16])
+def test_backend_path_gives_the_tokenizers_own_ids_and_mask(tokenizer: object, max_length: int) -> None:
+    before = (tokenizer.backend_tokenizer.truncation, tokenizer.backend_tokenizer.padding)  # type: ignore[attr-defined]
+    encoder = BatchEncoder(tokenizer, max_length, torch.device("cpu"))
+    assert encoder._backend is not None  # the tiny model's tokenizer is a fast one: the path under test
+    # The tokenizer handed in keeps its own settings: the encoder configured a copy of its backend.
+    after = (tokenizer.backend_tokenizer.truncation, tokenizer.backend_tokenizer.padding)  # type: ignore[attr-defined]
+    assert after == before and encoder._backend is not tokenizer.backend_tokenizer  # type: ignore[attr-defined]
+    for batch in BATCHES:
+        ids, mask = encoder.tokenize(batch)
+        expected_ids, expected_mask = reference(tokenizer, batch, max_length)
+        assert ids.dtype == torch.int64 and mask.dtype == torch.int64
+        assert torch.equal(ids, expected_ids)
+        assert torch.equal(mask, expected_mask)
+        assert ids.shape[1] <= max_length
+
+
+def test_iter_encoded_keeps_order_and_tokenizes_ahead_on_another_thread(tokenizer: object) -> None:
+    encoder = BatchEncoder(tokenizer, 512, torch.device("cpu"))
+    threads: list[str] = []
+    tokenize = encoder.tokenize
+
+    def recording(batch: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        threads.append(threading.current_thread().name)
+        return tokenize(batch)
+
+    encoder.tokenize = recording  # type: ignore[method-assign]
+    got = list(encoder.iter_encoded(BATCHES))
+    assert len(got) == len(BATCHES)
+    for (ids, mask), batch in zip(got, BATCHES, strict=True):
+        expected_ids, expected_mask = reference(tokenizer, batch, 512)
+        assert torch.equal(ids, expected_ids) and torch.equal(mask, expected_mask)
+    assert all(name.startswith("veil-tokenize") for name in threads)
+    threads.clear()
+    (single,) = list(encoder.iter_encoded(BATCHES[:1]))  # one batch: nothing to overlap, no thread
+    assert threads == [threading.current_thread().name]
+    assert torch.equal(single[0], reference(tokenizer, BATCHES[0], 512)[0])
+
+
+def test_a_tokenizer_without_a_rust_backend_goes_through_its_own_call(tokenizer: object) -> None:
+    class PythonTokenizer:
+        """Stands for a slow (pure-Python) tokenizer: callable, no ``backend_tokenizer``."""
+
+        pad_token_id = 0
+
+        def __call__(self, *args: object, **kwargs: object) -> object:
+            return tokenizer(*args, **kwargs)  # type: ignore[operator]
+
+    encoder = BatchEncoder(PythonTokenizer(), 512, torch.device("cpu"))
+    assert encoder._backend is None
+    ids, mask = encoder.tokenize(BATCHES[1])
+    expected_ids, expected_mask = reference(tokenizer, BATCHES[1], 512)
+    assert torch.equal(ids, expected_ids) and torch.equal(mask, expected_mask)
