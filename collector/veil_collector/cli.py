@@ -25,7 +25,6 @@ from veil_collector.alert.cli import app as alerts_app
 from veil_collector.config import Settings
 from veil_collector.grafana.cli import app as grafana_app
 from veil_collector.store.client import Store, StoreUnavailable, is_embedded, redact_dsn
-from veil_collector.store.migrate import Migration
 
 app = typer.Typer(
     name="veil",
@@ -168,7 +167,7 @@ def migrate(
         str | None,
         typer.Option(
             help="Render the schema for a ClickHouse cluster: ON CLUSTER NAME, Replicated engines and "
-            "Distributed tables.",
+            "Distributed tables; the applied versions are recorded in a table every server replicates.",
             show_default=False,
         ),
     ] = None,
@@ -187,14 +186,18 @@ def migrate(
     ] = None,
 ) -> None:
     """Create or upgrade the ClickHouse schema (the collector also does this when it starts)."""
-    from veil_collector.store.migrate import applied_versions, load_migrations
-    from veil_collector.store.migrate import migrate as apply_migrations
+    from veil_collector.store.migrate import (
+        MigrationError,
+        apply_migrations,
+        load_migrations,
+        pending_migrations,
+    )
 
     settings = _settings(clickhouse_dsn=dsn, ttl_days=ttl_days)
     migrations = load_migrations()
     try:
         # Rendered before connecting, so that a bad cluster name fails without touching ClickHouse.
-        rendered = {m.version: _render(m, ttl_days=settings.ttl_days, cluster=cluster) for m in migrations}
+        rendered = {m.version: m.statements(ttl_days=settings.ttl_days, cluster=cluster) for m in migrations}
     except ValueError as exc:
         _fail(str(exc))
 
@@ -207,7 +210,7 @@ def migrate(
 
     store = _open_store(settings)
     try:
-        pending = [m for m in migrations if m.version not in applied_versions(store)]
+        pending = pending_migrations(store, cluster=cluster)
         if not pending:
             console.print(f"[green]Schema is up to date[/] ({len(migrations)} migrations applied).")
             return
@@ -220,41 +223,20 @@ def migrate(
             transient=True,
         ) as progress:
             task = progress.add_task("Migrating", total=len(pending))
-            if cluster:
-                for migration in pending:
-                    progress.update(task, description=f"{migration.version:04d}_{migration.name}")
-                    for statement in rendered[migration.version]:
-                        store.command(statement)
-                    _record_migration(store, migration)
-                    progress.advance(task)
-            else:
-                apply_migrations(
-                    store, ttl_days=settings.ttl_days, on_migration=lambda _: progress.advance(task)
-                )
+            apply_migrations(
+                store,
+                pending,
+                ttl_days=settings.ttl_days,
+                cluster=cluster,
+                on_migration=lambda _: progress.advance(task),
+            )
         where = f" on cluster [bold]{cluster}[/]" if cluster else ""
         names = ", ".join(f"{m.version:04d}_{m.name}" for m in pending)
         console.print(f"[green]Applied {len(pending)} migration(s){where}:[/] {names}")
-    except (StoreUnavailable, ClickHouseError) as exc:
+    except (StoreUnavailable, ClickHouseError, MigrationError) as exc:
         _fail(f"migration failed: {exc}")
     finally:
         store.close()
-
-
-def _render(migration: Migration, *, ttl_days: int, cluster: str | None) -> list[str]:
-    statements = migration.statements(ttl_days=ttl_days)
-    if not cluster:
-        return statements
-    from veil_collector.store.cluster import render_cluster_statements
-
-    return render_cluster_statements(statements, cluster)
-
-
-def _record_migration(store: Store, migration: Migration) -> None:
-    # The same bookkeeping row as store.migrate.migrate writes, for statements rendered for a cluster.
-    store.command(
-        "INSERT INTO schema_migrations (Version, Name, AppliedAt) VALUES ({v:UInt32}, {n:String}, now64(3))",
-        parameters={"v": migration.version, "n": migration.name},
-    )
 
 
 @projects_app.command("create")

@@ -12,6 +12,9 @@ Every ``CREATE TABLE name (...) ENGINE = XMergeTree(...)`` becomes two statement
   meet on one shard; the rest at random.
 
 Materialized views read and write the local tables, on every shard.
+
+A small table that every server needs in full (the migrations' bookkeeping) is rendered by
+:func:`render_table_on_every_server` instead: one replicated table, no Distributed front.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ _CREATE_TABLE = re.compile(r"^CREATE TABLE IF NOT EXISTS\s+`?(\w+)`?\s*\(", re.I
 _CREATE_VIEW = re.compile(
     r"^CREATE MATERIALIZED VIEW IF NOT EXISTS\s+`?(\w+)`?\s+TO\s+`?(\w+)`?\s+AS\s+", re.IGNORECASE
 )
-_ENGINE = re.compile(r"\bENGINE\s*=\s*(\w*MergeTree)[ \t]*(?:\(([^)]*)\))?", re.IGNORECASE)
+_ENGINE = re.compile(r"\bENGINE\s*=\s*(\w*MergeTree)(?:[ \t]*\(([^)]*)\))?", re.IGNORECASE)
 _FROM = re.compile(r"\bFROM\s+`?(\w+)`?", re.IGNORECASE)
 _ORDER_BY = re.compile(r"\bORDER BY\s*\(?\s*`?(\w+)", re.IGNORECASE)
 _CLUSTER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -33,6 +36,16 @@ LOCAL_SUFFIX = "_local"
 
 def _quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def check_cluster_name(cluster: str) -> None:
+    """Refuse a cluster name that is not a plain identifier: it is spliced into DDL unquoted.
+
+    Raises:
+        ValueError: naming the bad value.
+    """
+    if not _CLUSTER_NAME.match(cluster):
+        raise ValueError(f"cluster name must be a plain identifier; got {cluster!r}")
 
 
 def render_cluster_statements(statements: Sequence[str], cluster: str) -> list[str]:
@@ -49,13 +62,10 @@ def render_cluster_statements(statements: Sequence[str], cluster: str) -> list[s
     Raises:
         ValueError: the cluster name is not a plain identifier, or a statement is of another kind.
     """
-    if not _CLUSTER_NAME.match(cluster):
-        raise ValueError(f"cluster name must be a plain identifier; got {cluster!r}")
+    check_cluster_name(cluster)
     rendered: list[str] = []
     for statement in statements:
-        # Full-line comments carry the single-server explanations; they do not apply to the rewrite.
-        code = [line for line in statement.splitlines() if not line.lstrip().startswith("--")]
-        text = "\n".join(code).strip().rstrip(";")
+        text = _code(statement)
         if table := _CREATE_TABLE.match(text):
             rendered.extend(_table(text, table, cluster))
         elif view := _CREATE_VIEW.match(text):
@@ -65,20 +75,58 @@ def render_cluster_statements(statements: Sequence[str], cluster: str) -> list[s
     return rendered
 
 
-def _table(text: str, header: re.Match[str], cluster: str) -> list[str]:
+def render_table_on_every_server(statement: str, cluster: str) -> str:
+    """Rewrite a single-server ``CREATE TABLE`` for a small table that every server holds in full.
+
+    The table is created ``ON CLUSTER`` under its own name with the Replicated variant of its engine at one
+    Keeper path for the whole cluster (``/clickhouse/tables/{database}/name``, no ``{shard}``): every
+    server of every shard is a replica of it, so a row written through any server reaches all of them and
+    each server answers reads from its own copy. Replica names are ``{shard}-{replica}``, unique even where
+    the ``replica`` macro repeats across shards.
+
+    Args:
+        statement: one ``CREATE TABLE IF NOT EXISTS`` statement with a MergeTree-family engine.
+        cluster: the cluster name from the servers' ``remote_servers`` configuration.
+
+    Raises:
+        ValueError: the cluster name is not a plain identifier, or the statement is of another kind.
+    """
+    check_cluster_name(cluster)
+    text = _code(statement)
+    header = _CREATE_TABLE.match(text)
+    if header is None:
+        raise ValueError(f"not a CREATE TABLE statement: {text[:80]!r}")
     name = header.group(1)
-    engine = _ENGINE.search(text)
+    body, _ = _replicated(
+        text[header.end() :], name, f"/clickhouse/tables/{{database}}/{name}", "{shard}-{replica}"
+    )
+    return f"CREATE TABLE IF NOT EXISTS {name} ON CLUSTER {cluster} (" + body
+
+
+def _code(statement: str) -> str:
+    # Full-line comments carry the single-server explanations; they do not apply to the rewrite.
+    code = [line for line in statement.splitlines() if not line.lstrip().startswith("--")]
+    return "\n".join(code).strip().rstrip(";")
+
+
+def _replicated(body: str, name: str, path: str, replica: str) -> tuple[str, str]:
+    """``body`` with its MergeTree engine made Replicated at Keeper ``path``, and the engine's kind."""
+    engine = _ENGINE.search(body)
     if engine is None:
         raise ValueError(f"table {name} does not use a MergeTree engine")
-    local = name + LOCAL_SUFFIX
     kind, arguments = engine.group(1), (engine.group(2) or "").strip()
-    replicated_arguments = ", ".join(
-        [_quote(f"/clickhouse/tables/{{shard}}/{{database}}/{local}"), _quote("{replica}")]
-        + ([arguments] if arguments else [])
-    )
-    body = text[header.end() :]
+    replicated_arguments = ", ".join([_quote(path), _quote(replica)] + ([arguments] if arguments else []))
     body = _ENGINE.sub(f"ENGINE = Replicated{kind}({replicated_arguments})", body, count=1)
-    body = body.replace("non_replicated_deduplication_window", "replicated_deduplication_window")
+    # Replayed inserts stay deduplicated under the replicated engine's own setting.
+    return body.replace("non_replicated_deduplication_window", "replicated_deduplication_window"), kind
+
+
+def _table(text: str, header: re.Match[str], cluster: str) -> list[str]:
+    name = header.group(1)
+    local = name + LOCAL_SUFFIX
+    body, kind = _replicated(
+        text[header.end() :], name, f"/clickhouse/tables/{{shard}}/{{database}}/{local}", "{replica}"
+    )
     create_local = f"CREATE TABLE IF NOT EXISTS {local} ON CLUSTER {cluster} (" + body
     if re.search(r"^\s*TraceId\s", text, re.MULTILINE):
         key = "cityHash64(TraceId)"
