@@ -75,6 +75,20 @@ def test_migrate_print_for_a_cluster() -> None:
     assert "Replicated" in result.output
 
 
+def test_migrate_for_a_cluster_the_server_lacks_fails_and_records_nothing(
+    chdb_dsn: str, database: str
+) -> None:
+    # Embedded ClickHouse has no cluster: the first ON CLUSTER statement (the bookkeeping table's) fails.
+    result = runner.invoke(
+        app, ["migrate", "--dsn", chdb_dsn, "--cluster", "veil"], env={"VEIL_DATABASE": database}
+    )
+    assert result.exit_code == 1
+    assert "migration failed" in result.output and "veil" in result.output
+    store = Store(chdb_dsn, database=database)
+    assert store.query("SHOW TABLES").result_rows == []
+    store.close()
+
+
 def test_projects_create_prints_a_working_key_once(chdb_dsn: str, database: str) -> None:
     result = runner.invoke(
         app, ["projects", "create", "shop"], env={"VEIL_DATABASE": database, "VEIL_CLICKHOUSE_DSN": chdb_dsn}
