@@ -78,7 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = Store(settings.clickhouse_dsn, database=settings.database)
-        migrate(store, ttl_days=settings.ttl_days)
+        migrate(store, ttl_days=settings.ttl_days, cluster=settings.cluster)
         spool = Spool(
             settings.spool_path,
             max_bytes=settings.spool_max_bytes,

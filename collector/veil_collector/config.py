@@ -14,6 +14,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from veil_collector.store.cluster import check_cluster_name
+
 MIB = 1024 * 1024
 
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -35,6 +37,9 @@ class Settings(BaseSettings):
         default="", description="chdb:///folder (embedded, the default under data_dir) or http(s)://..."
     )
     database: str = "veil"
+    # A ClickHouse cluster (remote_servers name): migrations at start are then read and applied the way
+    # `veil migrate --cluster NAME` does (ON CLUSTER, replicated bookkeeping). Unset: one server.
+    cluster: str | None = None
     ttl_days: int = Field(default=30, ge=1, le=36500)
 
     # Ingest and durability.
@@ -100,6 +105,13 @@ class Settings(BaseSettings):
     def _check_database(cls, value: str) -> str:
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
             raise ValueError(f"database must be a plain identifier (letters, digits, _); got {value!r}")
+        return value
+
+    @field_validator("cluster")
+    @classmethod
+    def _check_cluster(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_cluster_name(value)
         return value
 
     @field_validator("classifier_device")

@@ -126,3 +126,17 @@ def test_the_cluster_check_for_unreplicated_bookkeeping_finds_a_single_server_ta
     hosts = store.query(query, parameters={"db": store.database}).result_rows
     assert len(hosts) == 1
     assert store.query(query, parameters={"db": "no_such_database"}).result_rows == []
+
+
+def test_the_collectors_cluster_setting_is_read_from_the_environment_and_checked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from veil_collector.config import Settings
+
+    assert Settings().cluster is None
+    monkeypatch.setenv("VEIL_CLUSTER", "veil")
+    assert Settings().cluster == "veil"
+    # Spliced into ON CLUSTER DDL unquoted: anything but a plain identifier is refused up front.
+    monkeypatch.setenv("VEIL_CLUSTER", "veil; DROP TABLE x")
+    with pytest.raises(ValueError, match="cluster name must be a plain identifier"):
+        Settings()
