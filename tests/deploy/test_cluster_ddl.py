@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from veil_collector.store import Store
+from veil_collector.store.cluster import render_cluster_statements
 from veil_collector.store.migrate import (
     MIGRATIONS_TABLE_DDL,
     RECORD_MIGRATION,
@@ -17,10 +18,6 @@ from veil_collector.store.migrate import (
     migrations_table_statement,
     sync_statement,
     unreplicated_servers_query,
-)
-
-cluster_module = pytest.importorskip(
-    "veil_collector.store.cluster", reason="cluster rendering not written yet"
 )
 
 CLUSTER_XML = Path(__file__).resolve().parents[2] / "deploy/kubernetes/clickhouse/config/cluster.xml"
@@ -36,7 +33,7 @@ def test_every_rendered_statement_parses_and_targets_the_example_cluster(store: 
     rendered = [
         statement
         for migration in load_migrations()
-        for statement in cluster_module.render_cluster_statements(migration.statements(ttl_days=30), cluster)
+        for statement in render_cluster_statements(migration.statements(ttl_days=30), cluster)
     ]
     assert rendered
     for statement in rendered:
