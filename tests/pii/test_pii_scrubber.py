@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from veil.pii import Finding, Operator, Scrubber, ScrubConfig, scrub
-from veil.pii.operators import PlaceholderRegistry, pseudonym
+from veil.pii.operators import REPLACEMENT, PlaceholderRegistry, pseudonym
 from veil.pii.scrubber import DEPTH_MARKER, TRUNCATION_MARKER
 
 
@@ -34,6 +34,28 @@ def test_without_trace_id_numbering_is_per_call() -> None:
     s = Scrubber()
     assert s.scrub("a@x.com b@x.com a@x.com").value == "[EMAIL_1] [EMAIL_2] [EMAIL_1]"
     assert s.scrub("b@x.com").value == "[EMAIL_1]"
+
+
+def test_collector_placeholders_are_numbered_in_their_own_namespace() -> None:
+    collector = Scrubber(ScrubConfig(collector_placeholders=True, operators={"US_SSN": "mask"}))
+    first = collector.scrub("a@x.com, SSN 123-45-6789, b@x.com", trace_id="t1").value
+    second = collector.scrub("[EMAIL_1] wrote to B@X.com", trace_id="t1").value
+    assert first == "[EMAIL_c1], SSN ***********, [EMAIL_c2]"  # other operators are unaffected
+    assert second == "[EMAIL_1] wrote to [EMAIL_c2]"  # an SDK placeholder is neither counted nor renumbered
+    assert collector.scrub("b@x.com", trace_id="t2").value == "[EMAIL_c1]"
+    assert Scrubber().scrub("a@x.com", trace_id="t1").value == "[EMAIL_1]"  # the SDK's numbering is unchanged
+
+
+def test_replacement_pattern_matches_what_the_operators_write() -> None:
+    secret = b"k" * 32
+    written = [
+        PlaceholderRegistry().for_trace("t").placeholder("CREDIT_CARD", "4111111111111111"),
+        PlaceholderRegistry(collector=True).for_trace("t").placeholder("CREDIT_CARD", "4111111111111111"),
+        pseudonym(secret, "EMAIL_ADDRESS", "a@x.com"),
+    ]
+    assert written[:2] == ["[CREDIT_CARD_1]", "[CREDIT_CARD_c1]"]
+    assert all(REPLACEMENT.fullmatch(text) for text in written)
+    assert not any(REPLACEMENT.search(t) for t in ("[EMAIL_C1]", "[EMAIL_x1]", "[email_1]", "[EMAIL_c]"))
 
 
 def test_placeholder_registry_is_bounded() -> None:

@@ -12,10 +12,15 @@ Both append what they found to the span's ``veil.collector.pii.findings`` attrib
 :func:`veil_collector.scrub.pii_findings_for_span`. Findings in resource or scope attributes are recorded
 on the first span of that resource or scope.
 
-Placeholders the collector adds continue the numbering of the ``[LABEL_n]`` placeholders already in the
-trace's texts that this process has seen (the SDK numbers from 1 too, for other values), so one
-placeholder never stands for two values within what was seen; an SDK span of the trace that arrives
-only after the collector numbered a new value can still repeat its number.
+Placeholders the collector adds are in its own namespace, ``[EMAIL_c1]``, never the SDK's ``[EMAIL_1]``:
+the SDK numbers a trace's values in the app's process, and the collector cannot know every number the
+SDK used (a span of the trace may arrive later, on another replica, after a restart), so continuing the
+SDK's numbers could give one placeholder to two values. Placeholders of either pass are left as they are
+(NER skips them too). The collector's numbers are consistent per trace within one process: the same value
+is the same ``[EMAIL_cN]`` in every span of the trace that the process scrubs (the two passes number
+disjoint entity types). Processes share no numbering: receiver worker processes, replicas and a restarted
+collector each number a trace's values from ``c1``, so spans of one trace scrubbed by two of them may
+give one value two collector placeholders, or one collector placeholder to two values.
 """
 
 from __future__ import annotations
@@ -107,8 +112,8 @@ class ServerScrubber:
         common: dict[str, Any] = {
             "operators": dict(operators or {}),
             "pseudonym_secret": pseudonym_secret,
-            # The SDK numbered its placeholders from 1 as well, for other values: continue after them.
-            "number_after_placeholders": True,
+            # The SDK numbers from 1 too, for other values, in spans this process may not see first.
+            "collector_placeholders": True,
         }
         self._patterns = Scrubber(ScrubConfig(**common))
         self._ner = (

@@ -30,15 +30,13 @@ from typing import Any, NamedTuple
 
 from veil.pii.entities import DEFAULT_NER_ENTITIES, NER_ENTITIES, PATTERN_ENTITIES, EntitySpan
 from veil.pii.ner import DEFAULT_SPACY_MODEL, NerTier
-from veil.pii.operators import Operator, PlaceholderRegistry, TraceNumbering, pseudonym
+from veil.pii.operators import REPLACEMENT, Operator, PlaceholderRegistry, TraceNumbering, pseudonym
 from veil.pii.recognizers import find_patterns_many
 
 __all__ = ["DEPTH_MARKER", "TRUNCATION_MARKER", "Finding", "ScrubConfig", "ScrubResult", "Scrubber"]
 
 TRUNCATION_MARKER = "[TRUNCATED]"
 DEPTH_MARKER = "[MAX_DEPTH]"
-# Replacements made by an earlier pass (SDK, then collector) must not be re-detected by NER.
-_REPLACEMENT = re.compile(r"\[[A-Z_]{2,32}(?:_[0-9]{1,9}|:[0-9a-f]{16})\]")
 
 
 class Finding(NamedTuple):
@@ -76,8 +74,8 @@ class ScrubConfig:
         parse_json_strings: Walk strings that hold a JSON object or array.
         max_traces: Traces whose placeholder numbering is remembered (LRU).
         max_values_per_trace: Values numbered consistently per trace.
-        number_after_placeholders: Number new placeholders of a trace after the ``[LABEL_n]`` already in
-            its texts (the collector: the SDK numbered them from 1 too, for other values).
+        collector_placeholders: Number placeholders in the collector's namespace (``[EMAIL_c1]``), which
+            never equals an SDK placeholder (``[EMAIL_1]``) of the same trace, whichever pass saw what.
     """
 
     pattern_entities: frozenset[str] = PATTERN_ENTITIES
@@ -95,7 +93,7 @@ class ScrubConfig:
     parse_json_strings: bool = True
     max_traces: int = 4096
     max_values_per_trace: int = 4096
-    number_after_placeholders: bool = False
+    collector_placeholders: bool = False
 
     def __post_init__(self) -> None:
         unknown = (set(self.pattern_entities) - PATTERN_ENTITIES) | (set(self.ner_entities) - NER_ENTITIES)
@@ -138,8 +136,6 @@ _WHOLE = object()  # the skeleton of a value that is a single text
 _tuple_new = tuple.__new__
 # Characters a replacement must not contain to be written inside a JSON string literal as is.
 _JSON_UNSAFE = frozenset('"\\') | frozenset(map(chr, range(32)))
-# Placeholders an earlier pass wrote: the SDK's, for the collector to number after them.
-_PLACEHOLDER = re.compile(r"\[([A-Z_]{2,32})_([0-9]{1,9})\]")
 
 
 class Scrubber:
@@ -156,7 +152,9 @@ class Scrubber:
         self._default_operator = Operator(cfg.default_operator)
         secret = cfg.pseudonym_secret
         self._secret = secret.encode() if isinstance(secret, str) else secret
-        self._registry = PlaceholderRegistry(cfg.max_traces, cfg.max_values_per_trace)
+        self._registry = PlaceholderRegistry(
+            cfg.max_traces, cfg.max_values_per_trace, collector=cfg.collector_placeholders
+        )
         self._ner = (
             NerTier(cfg.spacy_model, cfg.ner_entities, cfg.ner_score_threshold, cfg.ner_batch_size)
             if cfg.ner
@@ -250,8 +248,6 @@ class Scrubber:
         parsed = self._walk_json_with_findings(walk, spans, owners)
         # Numbering maps and counters are made only for values with findings (most have none).
         maps: dict[int, TraceNumbering] = {}
-        if self.config.number_after_placeholders:
-            self._reserve_placeholders(texts, owners, trace_ids, maps)
         # Plain dicts, not Counters: a Counter costs microseconds to make, and this runs per span.
         counters: dict[int, _Counts] = {}
         scrubbed = list(texts)
@@ -308,25 +304,6 @@ class Scrubber:
             if len(texts) > first:
                 spans.extend(self.analyze(texts[first:]))
         return parsed
-
-    def _reserve_placeholders(
-        self,
-        texts: list[str],
-        owners: list[int],
-        trace_ids: Sequence[str | None],
-        maps: dict[int, TraceNumbering],
-    ) -> None:
-        """Number new placeholders of each trace after those an earlier pass left in its texts."""
-        for text, owner in zip(texts, owners, strict=True):
-            trace_id = trace_ids[owner]
-            # Two memchr tests skip the search in most texts (JSON always has "[", prose rarely "_").
-            if trace_id is None or "_" not in text or "[" not in text or _PLACEHOLDER.search(text) is None:
-                continue
-            trace_map = maps.get(owner)
-            if trace_map is None:
-                trace_map = maps[owner] = self._registry.for_trace(trace_id)
-            for label, number in _PLACEHOLDER.findall(text):
-                trace_map.reserve(label, int(number))
 
     def analyze(self, texts: Sequence[str]) -> list[Sequence[EntitySpan]]:
         """Return what :meth:`scrub_many` would replace in each text: non-overlapping spans by position.
@@ -500,7 +477,7 @@ def _in_place(text: str, spans: Sequence[EntitySpan]) -> bool:
 def _merge(pattern_spans: Sequence[EntitySpan], ner_spans: list[EntitySpan], text: str) -> list[EntitySpan]:
     """Add NER spans that overlap neither a pattern span nor an earlier pass's replacement."""
     taken = [(s.start, s.end) for s in pattern_spans]
-    taken += [(m.start(), m.end()) for m in _REPLACEMENT.finditer(text)] if "[" in text else []
+    taken += [(m.start(), m.end()) for m in REPLACEMENT.finditer(text)] if "[" in text else []
     merged = list(pattern_spans)
     for span in ner_spans:
         if not any(span.start < end and start < span.end for start, end in taken):
