@@ -1,7 +1,8 @@
 """``veil alerts ...``: check and list rules, send a test notification, manage the outbox.
 
 Mounted by the main CLI as ``veil alerts``. Works without a running collector: rules come from the rules
-file and from the rule database in ``data_dir`` (SQLite, safe to read beside a running collector).
+file and from the API's rules in ClickHouse (``--dsn``, read only when needed: ``test`` of a rule from the
+file opens no database); the outbox commands use the SQLite database in ``data_dir``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from clickhouse_connect.driver.exceptions import ClickHouseError
 from rich.console import Console
 from rich.table import Table
 
@@ -21,6 +23,8 @@ from veil_collector.alert.rules import DEFAULT_PROJECT, Rule, RulesFileError, lo
 from veil_collector.alert.rulestore import RuleNotFound, RuleStore
 from veil_collector.alert.sqlite import connect
 from veil_collector.config import Settings
+from veil_collector.store import Store, StoreUnavailable
+from veil_collector.store.client import redact_dsn
 
 app = typer.Typer(help="Alert rules and their notifications.", no_args_is_help=True)
 console = Console()
@@ -32,26 +36,55 @@ RulesFileOption = Annotated[
 DataDirOption = Annotated[
     Path | None, typer.Option("--data-dir", help="collector data folder (default: VEIL_DATA_DIR)")
 ]
+DsnOption = Annotated[
+    str | None,
+    typer.Option(
+        "--dsn",
+        help="ClickHouse holding the API's rules (default: VEIL_CLICKHOUSE_DSN, or embedded in .veil)",
+    ),
+]
 ProjectOption = Annotated[str, typer.Option("--project", help="project of the rule")]
 
 
-def _sources(rules_file: Path | None, data_dir: Path | None) -> tuple[Path | None, Path]:
-    """The rules file and data folder: options first, then the collector's settings (``VEIL_*``).
+def _settings(rules_file: Path | None, dsn: str | None) -> Settings:
+    """The collector's settings (``VEIL_*``) with the options given here in place of theirs.
 
     Raises:
-        ValueError: the environment holds an invalid setting (pydantic names it).
+        ValueError: an option or the environment holds an invalid setting (pydantic names it).
     """
-    if rules_file is not None and data_dir is not None:
-        return rules_file, data_dir
-    settings = Settings()
-    return rules_file or settings.alert_rules_file, data_dir or settings.data_dir
+    options = {"alert_rules_file": rules_file, "clickhouse_dsn": dsn}
+    return Settings(**{name: value for name, value in options.items() if value is not None})
 
 
-def _all_rules(rules_file: Path | None, data_dir: Path) -> list[Rule]:
-    from_file = load_rules_file(rules_file) if rules_file is not None else []
+def _file_rules(settings: Settings) -> list[Rule]:
+    return load_rules_file(settings.alert_rules_file) if settings.alert_rules_file is not None else []
+
+
+def _stored_rules(settings: Settings) -> list[Rule]:
+    """The rules in ClickHouse (the API's, and the file's as the collectors last synced them).
+
+    Raises:
+        ValueError: ClickHouse cannot be opened or read (the message says where, and why).
+    """
+    try:
+        store = Store(settings.clickhouse_dsn, database=settings.database)
+    except (StoreUnavailable, ValueError, OSError) as exc:
+        raise ValueError(
+            f"cannot open ClickHouse at {redact_dsn(settings.clickhouse_dsn)}: {exc} (embedded ClickHouse "
+            "can be open in one process only: stop a collector running on that folder, or pass --dsn)"
+        ) from exc
+    try:
+        return RuleStore(store).list_rules()
+    except ClickHouseError as exc:  # e.g. a database the collector has not migrated yet
+        raise ValueError(f"cannot read the alert rules from ClickHouse: {exc}") from exc
+    finally:
+        store.close()
+
+
+def _merge(from_file: list[Rule], stored: list[Rule]) -> list[Rule]:
+    """The file's rules, then the stored rules the file does not name (the file wins, as at a start)."""
     keys = {(r.project, r.id) for r in from_file}
-    stored = [r for r in RuleStore(data_dir).list_rules() if (r.project, r.id) not in keys]
-    return from_file + stored
+    return from_file + [r for r in stored if (r.project, r.id) not in keys]
 
 
 @app.command("validate")
@@ -66,10 +99,11 @@ def validate(path: Annotated[Path, typer.Argument(help="the YAML rules file to c
 
 
 @app.command("list")
-def list_rules(rules_file: RulesFileOption = None, data_dir: DataDirOption = None) -> None:
-    """List the rules of every project (from the rules file and the API's rule database)."""
+def list_rules(rules_file: RulesFileOption = None, dsn: DsnOption = None) -> None:
+    """List the rules of every project (from the rules file and the API's rules in ClickHouse)."""
     try:
-        rules = _all_rules(*_sources(rules_file, data_dir))
+        settings = _settings(rules_file, dsn)
+        rules = _merge(_file_rules(settings), _stored_rules(settings))
     except (RulesFileError, ValueError) as exc:
         errors.print(f"[red]{exc}[/red]", highlight=False)
         raise typer.Exit(2) from exc
@@ -95,14 +129,15 @@ def test(
     rule_id: Annotated[str, typer.Argument(metavar="RULE", help="the rule's id")],
     project: ProjectOption = DEFAULT_PROJECT,
     rules_file: RulesFileOption = None,
-    data_dir: DataDirOption = None,
+    dsn: DsnOption = None,
     timeout: Annotated[float, typer.Option(help="seconds per destination")] = 15.0,
 ) -> None:
     """Send a test notification through RULE's destinations, once each; exit status 1 if one fails."""
     try:
-        file, folder = _sources(rules_file, data_dir)
-        rules = {(r.project, r.id): r for r in _all_rules(file, folder)}
-        rule = rules.get((project, rule_id))
+        settings = _settings(rules_file, dsn)
+        rule = _find(_file_rules(settings), project, rule_id)
+        if rule is None:
+            rule = _find(_stored_rules(settings), project, rule_id)
         if rule is None:
             raise RuleNotFound(f"no alert rule {rule_id!r} in project {project!r}")
     except (RulesFileError, RuleNotFound, ValueError) as exc:
@@ -120,6 +155,10 @@ def test(
             console.print(f"[red]failed[/red] {line}: {result.error}", highlight=False)
     if failed:
         raise typer.Exit(1)
+
+
+def _find(rules: list[Rule], project: str, rule_id: str) -> Rule | None:
+    return next((r for r in rules if (r.project, r.id) == (project, rule_id)), None)
 
 
 @app.command("disabled")

@@ -3,6 +3,11 @@
 Threads: the pipeline calls the :class:`~veil_collector.records.EventSink` methods, which only filter and
 queue; one evaluator thread turns queued records and due window rules into alert transitions; the relay's
 workers send the outbox. No HTTP request ever runs on the pipeline's thread.
+
+Several collectors may share one ClickHouse (replicas behind a load balancer). The rules live there
+(:mod:`~veil_collector.alert.rulestore`) and the evaluator reads them again every ``reload`` seconds, so a
+rule created through any replica reaches every engine. Alert state and the outbox stay in each collector's
+SQLite database: an event rule fires on the collector that stored the record, once.
 """
 
 from __future__ import annotations
@@ -39,6 +44,9 @@ RECORDS_DROPPED = Counter(
 HISTORY_EXPORT_ERRORS = Counter(
     "veil_alert_history_export_errors_total", "Failed inserts of alert history into ClickHouse (retried)"
 )
+RULE_RELOAD_ERRORS = Counter(
+    "veil_alert_rule_reload_errors_total", "Failed reads of the shared alert rules from ClickHouse (retried)"
+)
 WINDOW_ERRORS = Counter(
     "veil_alert_window_errors_total", "Window rule evaluations that failed (ClickHouse error)", ["rule_id"]
 )
@@ -52,15 +60,19 @@ class AlertEngine:
     """Evaluates a project's alert rules and delivers their notifications.
 
     Args:
-        settings: uses ``data_dir`` (``alerts.db`` lives there) and ``alert_rules_file`` (loaded at
-            construction: a bad file raises :class:`~veil_collector.alert.rules.RulesFileError`).
-        store: the migrated ClickHouse store (window queries, ``alerts`` history, ``deliveries`` log).
+        settings: uses ``data_dir`` (``alerts.db`` lives there) and ``alert_rules_file`` (synced into the
+            shared rules at construction: a bad file raises
+            :class:`~veil_collector.alert.rules.RulesFileError`).
+        store: the migrated ClickHouse store (shared rules, window queries, ``alerts`` history,
+            ``deliveries`` log); construction raises when it cannot be read.
         clock: "now" in Unix seconds for rule evaluation (tests drive it); the relay uses real time.
         http_timeout: seconds one delivery attempt may take.
         relay_workers: concurrent deliveries.
         retry_schedule: delays before attempts 2, 3, ... (Svix's schedule by default).
         max_attempts: attempts before a notification is dead-lettered.
         tick: the evaluator's period when no records arrive (window rules run on their own ``every``).
+        reload: seconds between reads of the rules, which other collectors may change; a change made
+            through this engine's ``rules`` is picked up at the next pass.
         queue_size: record batches waiting for the evaluator; more are dropped and counted.
         retention: seconds finished outbox rows (delivered, failed, dead, disabled) are kept.
     """
@@ -76,18 +88,28 @@ class AlertEngine:
         retry_schedule: Sequence[float] = DEFAULT_RETRY_SCHEDULE,
         max_attempts: int | None = None,
         tick: float = 1.0,
+        reload: float = 5.0,
         queue_size: int = 10_000,
         retention: float = 7 * 86400.0,
     ) -> None:
-        if tick <= 0:
-            raise ValueError(f"tick must be positive; got {tick}")
+        if tick <= 0 or reload <= 0:
+            raise ValueError(f"tick and reload must be positive; got {tick} and {reload}")
         self._data_dir = settings.data_dir
         self._store = store
         self._clock = clock
         self._tick = tick
-        self.rules = RuleStore(self._data_dir)
+        self._local = threading.local()
+        self.rules = RuleStore(store)
+        self.rules.import_sqlite_rules(self._conn())
         if settings.alert_rules_file is not None:
             self.rules.sync_file_rules(load_rules_file(settings.alert_rules_file))
+        self._reload = reload
+        # Read here, so that a store that cannot be read fails the start rather than leave the engine
+        # without rules (an empty list would resolve every firing alert as an orphan).
+        self._rules_revision = self.rules.revision
+        self._rules = self.rules.list_rules()
+        self._rules_reload_at = time.monotonic() + reload
+        self._rules_stale = False
         self._relay = Relay(
             self._data_dir,
             store,
@@ -98,7 +120,6 @@ class AlertEngine:
         )
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
         self._eval_lock = threading.Lock()
-        self._local = threading.local()
         self._next_window: dict[tuple[str, str], float] = {}
         self._retention = retention
         self._history_retry_at = 0.0  # monotonic time; non-zero while ClickHouse refuses history rows
@@ -184,7 +205,7 @@ class AlertEngine:
             now = self._clock() if now is None else now
             conn = self._conn()
             lifecycle = Lifecycle(conn)
-            rules = [rule for rule in self.rules.list_rules() if rule.enabled]
+            rules = [rule for rule in self._current_rules() if rule.enabled]
             records = self._drain(taken)
             notes: list[Notification] = []
             for rule, observations in events.match(rules, records):
@@ -204,6 +225,28 @@ class AlertEngine:
                 self._next_prune = time.monotonic() + _PRUNE_EVERY_S
                 outbox.prune(conn, time.time() - self._retention)
             return notes
+
+    def _current_rules(self) -> list[Rule]:
+        """The rules last read, read again when due or when this engine's ``rules`` changed one."""
+        revision = self.rules.revision
+        if revision == self._rules_revision and time.monotonic() < self._rules_reload_at:
+            return self._rules
+        try:
+            self._rules = self.rules.list_rules()
+        except Exception:  # ClickHouse down or refusing: keep evaluating the rules read last; log once
+            RULE_RELOAD_ERRORS.inc()
+            if not self._rules_stale:
+                logger.warning(
+                    "cannot read the alert rules from ClickHouse; keeping the last ones", exc_info=True
+                )
+            self._rules_stale = True
+        else:
+            if self._rules_stale:
+                logger.info("alert rules are read from ClickHouse again")
+            self._rules_stale = False
+            self._rules_revision = revision
+        self._rules_reload_at = time.monotonic() + self._reload
+        return self._rules
 
     def _export_history(self, conn: sqlite3.Connection) -> None:
         if time.monotonic() < self._history_retry_at:

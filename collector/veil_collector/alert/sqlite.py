@@ -1,4 +1,4 @@
-"""The alert engine's local SQLite database: rules, alert state, the notification outbox, history to export.
+"""The alert engine's local SQLite database: alert state, the notification outbox, history to export.
 
 One file (``<data_dir>/alerts.db``) so that a firing, its outbox rows and the alert state commit in one
 transaction; history rows wait in ``history`` until ClickHouse's ``alerts`` table has them. WAL with
@@ -17,14 +17,6 @@ from pathlib import Path
 DB_NAME = "alerts.db"
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS rules (
-    project_id TEXT NOT NULL,
-    rule_id TEXT NOT NULL,
-    source TEXT NOT NULL,
-    body TEXT NOT NULL,
-    updated_at REAL NOT NULL,
-    PRIMARY KEY (project_id, rule_id)
-);
 CREATE TABLE IF NOT EXISTS alert_state (
     fingerprint TEXT PRIMARY KEY,
     project_id TEXT NOT NULL,

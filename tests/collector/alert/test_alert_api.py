@@ -19,6 +19,8 @@ from typer.testing import CliRunner
 
 from veil_collector.alert import AlertEngine
 from veil_collector.alert.cli import app as alerts_cli
+from veil_collector.alert.rules import Rule
+from veil_collector.alert.rulestore import RuleStore
 from veil_collector.api.deps import get_project
 from veil_collector.api.routes.alerts import router
 
@@ -153,7 +155,11 @@ def test_without_an_engine_the_routes_answer_503() -> None:
 
 
 def test_cli_sends_a_signed_test_notification(
-    receiver_factory: Callable[..., Receiver], tmp_path: Path
+    receiver_factory: Callable[..., Receiver],
+    tmp_path: Path,
+    store: Any,
+    chdb_dsn: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     receiver = receiver_factory()
     broken = receiver_factory(lambda i, h, b: (500, {}, 0.0))
@@ -164,8 +170,19 @@ def test_cli_sends_a_signed_test_notification(
         "  - id: broken\n    name: Broken\n    event: {type: pii_leak}\n"
         f'    destinations: [{{name: down, type: webhook, url: "{broken.url}"}}]\n'
     )
+    # The API's rules are read from the test's database (embedded ClickHouse: one folder per process).
+    monkeypatch.setenv("VEIL_DATABASE", store.database)
+    RuleStore(store).create(
+        Rule.model_validate(
+            {
+                **RULE,
+                "id": "stored",
+                "destinations": [{"name": "x", "type": "webhook", "url": receiver.url}],
+            }
+        )
+    )
     runner = CliRunner()
-    options = ["--rules-file", str(rules), "--data-dir", str(tmp_path / "data")]
+    options = ["--rules-file", str(rules), "--dsn", chdb_dsn]
 
     result = runner.invoke(alerts_cli, ["test", "toxic", *options])
     assert result.exit_code == 0, result.output
@@ -182,7 +199,10 @@ def test_cli_sends_a_signed_test_notification(
     assert missing.exit_code == 2 and "no alert rule 'nope'" in missing.output
 
     listed = runner.invoke(alerts_cli, ["list", *options])
-    assert listed.exit_code == 0 and "toxic" in listed.output and "broken" in listed.output
+    assert listed.exit_code == 0, listed.output
+    assert "toxic" in listed.output and "broken" in listed.output and "stored" in listed.output
+    from_api = runner.invoke(alerts_cli, ["test", "stored", *options])
+    assert from_api.exit_code == 0 and "sent x (webhook): HTTP 200" in from_api.output
 
 
 def test_cli_validate(tmp_path: Path) -> None:

@@ -235,7 +235,7 @@ def test_disabled_destination_enabled_and_replayed_from_the_cli(
     engine = run_engine(rules_for(f'{{name: flaky, type: webhook, url: "{receiver.url}"}}'))
     engine.on_evaluations([toxic()])
     wait_until(lambda: engine.outbox_counts() == {"disabled": 1})
-    data_dir = ["--data-dir", str(engine.rules._data_dir)]
+    data_dir = ["--data-dir", str(engine._data_dir)]
     runner = CliRunner()
 
     replayed = runner.invoke(alerts_cli, ["replay", *data_dir])

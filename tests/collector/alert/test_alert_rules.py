@@ -10,6 +10,7 @@ from alert_receivers import SECRET
 
 from veil_collector.alert.rules import Rule, RulesFileError, RuleSpec, load_rules_file, parse_duration
 from veil_collector.alert.rulestore import RuleConflict, RuleNotFound, RuleStore
+from veil_collector.store import Store
 
 RULES_YAML = f"""
 rules:
@@ -127,8 +128,8 @@ def test_secrets_are_masked_in_dumps_and_kept_for_persistence(tmp_path: Path) ->
     assert Rule.model_validate(errors.with_secrets()) == errors
 
 
-def test_rule_store_crud_per_project(tmp_path: Path) -> None:
-    store = RuleStore(tmp_path)
+def test_rule_store_crud_per_project(store: Store) -> None:
+    rules = RuleStore(store)
     spec = RuleSpec.model_validate(
         {
             "id": "leak",
@@ -138,36 +139,36 @@ def test_rule_store_crud_per_project(tmp_path: Path) -> None:
         }
     )
     rule_a = Rule(**dict(spec), project="a")
-    store.create(rule_a)
-    store.create(Rule(**dict(spec), project="b"))
+    rules.create(rule_a)
+    rules.create(Rule(**dict(spec), project="b"))
     with pytest.raises(RuleConflict, match="already exists"):
-        store.create(rule_a)
-    assert [r.project for r in store.list_rules("a")] == ["a"]
-    assert store.get("a", "leak") == rule_a
+        rules.create(rule_a)
+    assert [r.project for r in rules.list_rules("a")] == ["a"]
+    assert rules.get("a", "leak") == rule_a
 
     changed = rule_a.model_copy(update={"name": "Leak!"})
-    store.replace(changed)
-    assert store.get("a", "leak").name == "Leak!"
-    assert store.get("b", "leak").name == "PII leak"
+    rules.replace(changed)
+    assert rules.get("a", "leak").name == "Leak!"
+    assert rules.get("b", "leak").name == "PII leak"
 
-    store.delete("a", "leak")
+    rules.delete("a", "leak")
     with pytest.raises(RuleNotFound):
-        store.get("a", "leak")
+        rules.get("a", "leak")
     with pytest.raises(RuleNotFound):
-        store.delete("a", "leak")
+        rules.delete("a", "leak")
     with pytest.raises(RuleNotFound):
-        store.replace(changed)
-    # Persisted: a second store on the same folder sees what the first wrote.
-    assert [r.project for r in RuleStore(tmp_path).list_rules()] == ["b"]
+        rules.replace(changed)
+    # Shared: a second rule store on the same database (another replica) sees what the first wrote.
+    assert [r.project for r in RuleStore(store).list_rules()] == ["b"]
 
 
-def test_file_rules_are_synced_and_read_only(tmp_path: Path) -> None:
-    store = RuleStore(tmp_path / "data")
+def test_file_rules_are_synced_and_read_only(tmp_path: Path, store: Store) -> None:
+    rules = RuleStore(store)
     toxic, errors = load_rules_file(_write(tmp_path, RULES_YAML))
-    store.sync_file_rules([toxic, errors])
+    rules.sync_file_rules([toxic, errors])
     with pytest.raises(RuleConflict, match="rules file"):
-        store.replace(toxic)
+        rules.replace(toxic)
     with pytest.raises(RuleConflict, match="rules file"):
-        store.delete("default", "toxic-output")
-    store.sync_file_rules([errors])  # the file no longer has toxic-output
-    assert [r.id for r in store.list_rules()] == ["errors"]
+        rules.delete("default", "toxic-output")
+    rules.sync_file_rules([errors])  # the file no longer has toxic-output
+    assert [r.id for r in rules.list_rules()] == ["errors"]
