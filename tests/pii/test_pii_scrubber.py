@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import re
 import subprocess
 import sys
 
 import pytest
 
 from veil.pii import Finding, Operator, Scrubber, ScrubConfig, scrub
-from veil.pii.operators import REPLACEMENT, PlaceholderRegistry, pseudonym
+from veil.pii.operators import (
+    COLLECTOR_TAG_CHARS,
+    REPLACEMENT,
+    PlaceholderRegistry,
+    collector_placeholder,
+    pseudonym,
+)
 from veil.pii.scrubber import DEPTH_MARKER, TRUNCATION_MARKER
 
 
@@ -36,26 +45,77 @@ def test_without_trace_id_numbering_is_per_call() -> None:
     assert s.scrub("b@x.com").value == "[EMAIL_1]"
 
 
-def test_collector_placeholders_are_numbered_in_their_own_namespace() -> None:
-    collector = Scrubber(ScrubConfig(collector_placeholders=True, operators={"US_SSN": "mask"}))
+def _tag(placeholder: str) -> str:
+    """``3f9a1b20d4`` of ``[EMAIL_c3f9a1b20d4]``."""
+    return placeholder.rsplit("_c", 1)[1].rstrip("]")
+
+
+def test_collector_placeholders_are_keyed_tags_in_their_own_namespace() -> None:
+    key = b"k" * 32
+    collector = Scrubber(ScrubConfig(collector_placeholder_key=key, operators={"US_SSN": "mask"}))
     first = collector.scrub("a@x.com, SSN 123-45-6789, b@x.com", trace_id="t1").value
     second = collector.scrub("[EMAIL_1] wrote to B@X.com", trace_id="t1").value
-    assert first == "[EMAIL_c1], SSN ***********, [EMAIL_c2]"  # other operators are unaffected
-    assert second == "[EMAIL_1] wrote to [EMAIL_c2]"  # an SDK placeholder is neither counted nor renumbered
-    assert collector.scrub("b@x.com", trace_id="t2").value == "[EMAIL_c1]"
+    a, b = collector_placeholder(key, "t1", "EMAIL_ADDRESS", "a@x.com"), REPLACEMENT.findall(first)[1]
+    assert first == f"{a}, SSN ***********, {b}"  # other operators are unaffected
+    assert a != b and re.fullmatch(r"\[EMAIL_c[0-9a-f]{10}\]", a) and len(_tag(a)) == COLLECTOR_TAG_CHARS
+    assert second == f"[EMAIL_1] wrote to {b}"  # an SDK placeholder is left alone; B@X.com is b@x.com
+    assert collector.scrub("b@x.com", trace_id="t2").value not in (a, b)  # another trace, another tag
     assert Scrubber().scrub("a@x.com", trace_id="t1").value == "[EMAIL_1]"  # the SDK's numbering is unchanged
+
+
+def test_collector_placeholders_agree_between_scrubbers_with_the_same_key_only() -> None:
+    text = "mail a@x.com or b@x.com, call 555-123-4567"
+    one, two = (Scrubber(ScrubConfig(collector_placeholder_key=b"k" * 32)) for _ in range(2))
+    other_key = Scrubber(ScrubConfig(collector_placeholder_key=b"j" * 32))
+    assert one.scrub(text, trace_id="t").value == two.scrub(text, trace_id="t").value
+    assert set(REPLACEMENT.findall(one.scrub(text, trace_id="t").value)).isdisjoint(
+        REPLACEMENT.findall(other_key.scrub(text, trace_id="t").value)
+    )
+    # Without a trace id, values share one namespace (there is no trace to keep them apart).
+    assert one.scrub("a@x.com").value == two.scrub("a@x.com").value
+    with pytest.raises(ValueError, match="must not be empty"):
+        ScrubConfig(collector_placeholder_key=b"")
+
+
+def test_collector_tags_are_keyed_and_never_hold_the_value_or_an_unkeyed_hash_of_it() -> None:
+    key = b"k" * 32
+    for entity_type, value, normalized in (
+        ("US_SSN", "123-45-6789", "123456789"),
+        ("EMAIL_ADDRESS", "Jane@Example.com", "jane@example.com"),
+        ("PHONE_NUMBER", "555 123 4567", "5551234567"),
+    ):
+        tag = _tag(collector_placeholder(key, "t", entity_type, value))
+        assert normalized not in tag and value not in tag
+        message = f"placeholder\x00t\x00{entity_type}\x00{normalized}"
+        unkeyed = [
+            hashlib.new(name, data.encode()).hexdigest()
+            for name in ("sha256", "sha1", "md5", "blake2b")
+            for data in (normalized, value, f"{entity_type}\x00{normalized}", message)
+        ]
+        assert not any(tag in digest for digest in unkeyed)
+        assert tag == hmac.new(key, message.encode(), hashlib.sha256).hexdigest()[:COLLECTOR_TAG_CHARS]
 
 
 def test_replacement_pattern_matches_what_the_operators_write() -> None:
     secret = b"k" * 32
     written = [
         PlaceholderRegistry().for_trace("t").placeholder("CREDIT_CARD", "4111111111111111"),
-        PlaceholderRegistry(collector=True).for_trace("t").placeholder("CREDIT_CARD", "4111111111111111"),
+        collector_placeholder(secret, "t", "CREDIT_CARD", "4111111111111111"),
+        "[CREDIT_CARD_c1]",  # numbered by collectors before their placeholders had tags
+        "[PHONE_c0123456789]",  # a tag of digits only
         pseudonym(secret, "EMAIL_ADDRESS", "a@x.com"),
     ]
-    assert written[:2] == ["[CREDIT_CARD_1]", "[CREDIT_CARD_c1]"]
+    assert written[0] == "[CREDIT_CARD_1]"
     assert all(REPLACEMENT.fullmatch(text) for text in written)
-    assert not any(REPLACEMENT.search(t) for t in ("[EMAIL_C1]", "[EMAIL_x1]", "[email_1]", "[EMAIL_c]"))
+    rejected = (
+        "[EMAIL_C1]",
+        "[EMAIL_x1]",
+        "[email_1]",
+        "[EMAIL_c]",
+        "[EMAIL_c3F9A1B20D4]",
+        "[EMAIL_c3f9a1b20]",
+    )
+    assert not any(REPLACEMENT.search(t) for t in rejected)
 
 
 def test_placeholder_registry_is_bounded() -> None:

@@ -27,6 +27,9 @@ class FastScrubber(Protocol):
 
     def fast_pass(self, request: ExportTraceServiceRequest) -> Any: ...
 
+    @property
+    def placeholder_key(self) -> bytes: ...
+
 
 def prepare(
     raw: bytes,
@@ -50,13 +53,14 @@ def prepare(
 _worker_scrubber: FastScrubber | None = None
 
 
-def _init_worker(scrub: bool) -> None:
+def _init_worker(placeholder_key: bytes | None) -> None:
     global _worker_scrubber
-    if scrub:
+    if placeholder_key is not None:
         from veil_collector.scrub import ServerScrubber
 
-        # The fast pass only: NER runs in the drain, in the server process.
-        _worker_scrubber = ServerScrubber(ner_enabled=False)
+        # The fast pass only: NER runs in the drain, in the server process. The server's placeholder key,
+        # so that every worker gives a value of a trace the same placeholder.
+        _worker_scrubber = ServerScrubber(ner_enabled=False, placeholder_key=placeholder_key)
     tune_gc()
 
 
@@ -101,7 +105,7 @@ class RequestPreparer:
                 max_workers=processes,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_init_worker,
-                initargs=(scrubber is not None,),
+                initargs=(scrubber.placeholder_key if scrubber is not None else None,),
             )
             if processes
             else None

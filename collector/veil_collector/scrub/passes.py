@@ -12,20 +12,23 @@ Both append what they found to the span's ``veil.collector.pii.findings`` attrib
 :func:`veil_collector.scrub.pii_findings_for_span`. Findings in resource or scope attributes are recorded
 on the first span of that resource or scope.
 
-Placeholders the collector adds are in its own namespace, ``[EMAIL_c1]``, never the SDK's ``[EMAIL_1]``:
-the SDK numbers a trace's values in the app's process, and the collector cannot know every number the
-SDK used (a span of the trace may arrive later, on another replica, after a restart), so continuing the
-SDK's numbers could give one placeholder to two values. Placeholders of either pass are left as they are
-(NER skips them too). The collector's numbers are consistent per trace within one process: the same value
-is the same ``[EMAIL_cN]`` in every span of the trace that the process scrubs (the two passes number
-disjoint entity types). Processes share no numbering: receiver worker processes, replicas and a restarted
-collector each number a trace's values from ``c1``, so spans of one trace scrubbed by two of them may
-give one value two collector placeholders, or one collector placeholder to two values.
+Placeholders the collector adds are in its own namespace, ``[EMAIL_c3f9a1b20d4]``, never the SDK's
+``[EMAIL_1]``: the SDK numbers a trace's values in the app's process, and the collector cannot know every
+number the SDK used. Nor can the collector number values itself: receiver worker processes, replicas and
+a restarted collector each scrub some of a trace's spans and share no state. So the tag is derived, not
+counted (:func:`veil.pii.operators.collector_placeholder`): 10 hex characters of HMAC-SHA256 over the
+trace id, the entity type and the normalized value, under the placeholder key
+(:mod:`veil_collector.scrub.keys`). Every process holding the key, replicas too when the operator gives
+them the same one, names a value alike throughout a trace; two values of a type in a trace share a tag
+only by a 40-bit collision (about 4.5e-7 for 1,000 values); another trace gives the value another tag.
+Placeholders of either pass, and the ``[EMAIL_c1]`` of collectors that numbered theirs, are left as they
+are (NER skips them too).
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -41,6 +44,7 @@ from veil import semconv as sc
 from veil.pii import DEFAULT_NER_ENTITIES, Operator, Scrubber, ScrubConfig
 from veil.pii.findings import FindingKey, add_findings, decode_findings, encode_findings, location_of
 from veil.pii.ner import DEFAULT_SPACY_MODEL
+from veil_collector.scrub.keys import placeholder_key
 
 __all__ = ["ServerScrubber"]
 
@@ -94,6 +98,9 @@ class ServerScrubber:
         ner_batch_size: Texts per ``nlp.pipe`` batch.
         operators: Operator per entity type (default: typed placeholders).
         pseudonym_secret: Key for the ``pseudonym`` operator.
+        placeholder_key: Key of the placeholder tags; every scrubber of a deployment needs the same one
+            (:func:`from_settings` reads the collector's). None: a random key of this instance alone, so
+            its placeholders agree with no other process (embedded use, benchmarks).
 
     Raises:
         veil.pii.NerUnavailableError: NER is enabled but presidio-analyzer, spaCy or the model is missing.
@@ -108,12 +115,13 @@ class ServerScrubber:
         ner_batch_size: int = 64,
         operators: Mapping[str, Operator | str] | None = None,
         pseudonym_secret: bytes | str | None = None,
+        placeholder_key: bytes | None = None,
     ) -> None:
+        self._placeholder_key = secrets.token_bytes(32) if placeholder_key is None else placeholder_key
         common: dict[str, Any] = {
             "operators": dict(operators or {}),
             "pseudonym_secret": pseudonym_secret,
-            # The SDK numbers from 1 too, for other values, in spans this process may not see first.
-            "collector_placeholders": True,
+            "collector_placeholder_key": self._placeholder_key,
         }
         self._patterns = Scrubber(ScrubConfig(**common))
         self._ner = (
@@ -136,8 +144,18 @@ class ServerScrubber:
 
     @classmethod
     def from_settings(cls, settings: Any) -> ServerScrubber:
-        """Build from the collector's ``Settings`` (``pii_ner_enabled``, ``spacy_model``)."""
-        return cls(ner_enabled=settings.pii_ner_enabled, spacy_model=settings.spacy_model)
+        """Build from the collector's ``Settings`` (``pii_ner_enabled``, ``spacy_model``, and the placeholder
+        key: ``pii_placeholder_key``, else the key file in ``data_dir``, generated on first use)."""
+        return cls(
+            ner_enabled=settings.pii_ner_enabled,
+            spacy_model=settings.spacy_model,
+            placeholder_key=placeholder_key(settings),
+        )
+
+    @property
+    def placeholder_key(self) -> bytes:
+        """The key of the placeholder tags, for the receiver's worker processes (theirs must match)."""
+        return self._placeholder_key
 
     @property
     def ner_enabled(self) -> bool:

@@ -3,10 +3,12 @@
 Placeholders are consistent within a trace: :class:`PlaceholderRegistry` keeps one value -> number map
 per trace id in a bounded LRU, so ``jane@example.com`` is ``[EMAIL_1]`` in every span of that trace.
 
-The SDK and the collector number apart. The SDK numbers ``[EMAIL_1]`` in the app's process; the
-collector numbers what reaches it unscrubbed without having seen the whole trace (spans arrive late, on
-other replicas, after restarts), so it numbers in its own namespace, ``[EMAIL_c1]``: a lowercase marker
-that no label (``[A-Z_]``) and no SDK number can hold, so its placeholders never equal the SDK's.
+The SDK and the collector name values apart. The SDK numbers ``[EMAIL_1]`` in the app's process; the
+collector replaces what reaches it unscrubbed in several processes (receiver workers, replicas, before
+and after a restart) that share no state, so it cannot number: :func:`collector_placeholder` derives a
+tag from a keyed hash of the trace id, the entity type and the value, ``[EMAIL_c3f9a1b20d4]``. Every
+process holding the key gives a value the same tag within a trace; the lowercase ``c`` marker, which no
+label (``[A-Z_]``) and no SDK number can hold, keeps the collector's placeholders from equalling the SDK's.
 """
 
 from __future__ import annotations
@@ -21,11 +23,25 @@ from collections import OrderedDict
 from veil.pii.entities import CREDIT_CARD, EMAIL_ADDRESS, IBAN_CODE, PHONE_NUMBER, US_SSN, placeholder_label
 from veil.pii.recognizers import NUMBER_PUNCTUATION
 
-__all__ = ["REPLACEMENT", "Operator", "PlaceholderRegistry", "TraceNumbering", "normalize", "pseudonym"]
+__all__ = [
+    "COLLECTOR_TAG_CHARS",
+    "REPLACEMENT",
+    "Operator",
+    "PlaceholderRegistry",
+    "TraceNumbering",
+    "collector_placeholder",
+    "normalize",
+    "pseudonym",
+]
 
-_COLLECTOR_MARKER = "c"  # between a collector placeholder's label and its number
-REPLACEMENT = re.compile(rf"\[[A-Z_]{{2,32}}(?:_{_COLLECTOR_MARKER}?[0-9]{{1,9}}|:[0-9a-f]{{16}})\]")
-"""Any replacement text the operators write: an SDK or collector placeholder, or a pseudonym."""
+COLLECTOR_TAG_CHARS = 10
+"""Hex characters of a collector placeholder's tag: 40 bits, so 1,000 distinct values of one type in one
+trace share a tag with probability about n(n-1)/2 / 2**40 = 4.5e-7."""
+REPLACEMENT = re.compile(
+    rf"\[[A-Z_]{{2,32}}(?:_[0-9]{{1,9}}|_c(?:[0-9a-f]{{{COLLECTOR_TAG_CHARS}}}|[0-9]{{1,9}})|:[0-9a-f]{{16}})\]"
+)
+"""Any replacement text the operators write: an SDK placeholder, a collector placeholder (with a tag, or
+numbered as collectors before tags did: ``[EMAIL_c1]``), or a pseudonym."""
 
 _NON_DIGITS = re.compile(r"[^0-9]+")
 _LABEL_OF = {t: placeholder_label(t) for t in (CREDIT_CARD, EMAIL_ADDRESS, IBAN_CODE, PHONE_NUMBER, US_SSN)}
@@ -34,7 +50,7 @@ _LABEL_OF = {t: placeholder_label(t) for t in (CREDIT_CARD, EMAIL_ADDRESS, IBAN_
 class Operator(str, enum.Enum):
     """How a detected entity is replaced."""
 
-    PLACEHOLDER = "placeholder"  # [EMAIL_1] (the collector's: [EMAIL_c1]), numbered per trace
+    PLACEHOLDER = "placeholder"  # [EMAIL_1], numbered per trace (the collector's: [EMAIL_c<keyed tag>])
     MASK = "mask"  # every character replaced by the mask character (length kept)
     PSEUDONYM = "pseudonym"  # [EMAIL:<16 hex of HMAC-SHA256(secret, type + value)>], stable across traces
     DROP = "drop"  # removed
@@ -59,6 +75,21 @@ def pseudonym(secret: bytes, entity_type: str, value: str) -> str:
     return f"[{placeholder_label(entity_type)}:{digest.hexdigest()[:16]}]"
 
 
+def collector_placeholder(key: bytes, trace_id: str | None, entity_type: str, value: str) -> str:
+    """Return the collector's placeholder of a value in a trace, ``[LABEL_c<tag>]``.
+
+    The tag is the first :data:`COLLECTOR_TAG_CHARS` hex characters of HMAC-SHA256(key, trace id, entity
+    type, normalized value): any process with the key gives the same value of a trace the same tag, with
+    no state to share, while tags of other traces are unrelated and, without the key, nobody can confirm
+    a guessed value from its tag. Values without a trace id share one namespace (the empty trace id).
+    """
+    # NUL separates the fields (neither a trace id nor an entity type holds one), so no two inputs meet;
+    # the prefix keeps these digests apart from pseudonyms should an operator reuse one key for both.
+    message = f"placeholder\x00{trace_id or ''}\x00{entity_type}\x00{normalize(entity_type, value)}"
+    tag = hmac.digest(key, message.encode(), "sha256")[: COLLECTOR_TAG_CHARS // 2].hex()
+    return f"[{_LABEL_OF.get(entity_type) or placeholder_label(entity_type)}_c{tag}]"
+
+
 class PlaceholderRegistry:
     """Per-trace numbering of entity values, bounded in traces and in values per trace.
 
@@ -69,28 +100,24 @@ class PlaceholderRegistry:
     Args:
         max_traces: Traces whose numbering is remembered.
         max_values_per_trace: Values numbered consistently per trace.
-        collector: Number in the collector's namespace (``[EMAIL_c1]``) instead of the SDK's.
     """
 
-    def __init__(
-        self, max_traces: int = 4096, max_values_per_trace: int = 4096, *, collector: bool = False
-    ) -> None:
+    def __init__(self, max_traces: int = 4096, max_values_per_trace: int = 4096) -> None:
         if max_traces < 1 or max_values_per_trace < 1:
             raise ValueError("max_traces and max_values_per_trace must be at least 1")
         self._max_traces = max_traces
         self._max_values = max_values_per_trace
-        self._marker = _COLLECTOR_MARKER if collector else ""
         self._traces: OrderedDict[str, TraceNumbering] = OrderedDict()
         self._lock = threading.Lock()
 
     def for_trace(self, trace_id: str | None) -> TraceNumbering:
         """Return the numbering for ``trace_id``; ``None`` gives a fresh, unshared numbering."""
         if trace_id is None:
-            return TraceNumbering(self._max_values, self._marker)
+            return TraceNumbering(self._max_values)
         with self._lock:
             trace_map = self._traces.get(trace_id)
             if trace_map is None:
-                trace_map = self._traces[trace_id] = TraceNumbering(self._max_values, self._marker)
+                trace_map = self._traces[trace_id] = TraceNumbering(self._max_values)
                 if len(self._traces) > self._max_traces:
                     self._traces.popitem(last=False)
             else:
@@ -106,21 +133,18 @@ class TraceNumbering:
 
     Args:
         max_values: Values remembered; later values get fresh numbers that are not remembered.
-        marker: Written before each number: ``""`` for the SDK, ``"c"`` for the collector.
     """
 
-    __slots__ = ("_counters", "_lock", "_marker", "_max_values", "_numbers")
+    __slots__ = ("_counters", "_lock", "_max_values", "_numbers")
 
-    def __init__(self, max_values: int, marker: str = "") -> None:
+    def __init__(self, max_values: int) -> None:
         self._numbers: dict[tuple[str, str], int] = {}
         self._counters: dict[str, int] = {}
         self._max_values = max_values
-        self._marker = marker
         self._lock = threading.Lock()
 
     def placeholder(self, entity_type: str, value: str) -> str:
-        """Return ``[LABEL_n]`` (with the marker, ``[LABEL_cn]``) for the value: the same n for the same
-        normalized value."""
+        """Return ``[LABEL_n]`` for the value: the same n for the same normalized value."""
         key = (entity_type, normalize(entity_type, value))
         label = _LABEL_OF.get(entity_type) or placeholder_label(entity_type)
         with self._lock:
@@ -130,4 +154,4 @@ class TraceNumbering:
                 self._counters[label] = number
                 if len(self._numbers) < self._max_values:
                     self._numbers[key] = number
-        return f"[{label}_{self._marker}{number}]"
+        return f"[{label}_{number}]"

@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, NamedTuple
 
 from veil.pii.entities import DEFAULT_NER_ENTITIES, NER_ENTITIES, PATTERN_ENTITIES, EntitySpan
 from veil.pii.ner import DEFAULT_SPACY_MODEL, NerTier
-from veil.pii.operators import REPLACEMENT, Operator, PlaceholderRegistry, TraceNumbering, pseudonym
+from veil.pii.operators import REPLACEMENT, Operator, PlaceholderRegistry, collector_placeholder, pseudonym
 from veil.pii.recognizers import find_patterns_many
 
 __all__ = ["DEPTH_MARKER", "TRUNCATION_MARKER", "Finding", "ScrubConfig", "ScrubResult", "Scrubber"]
@@ -72,10 +73,12 @@ class ScrubConfig:
         max_text_chars: Strings longer than this are truncated before scanning.
         max_depth: Nesting deeper than this is replaced by ``"[MAX_DEPTH]"``.
         parse_json_strings: Walk strings that hold a JSON object or array.
-        max_traces: Traces whose placeholder numbering is remembered (LRU).
+        max_traces: Traces whose placeholder numbering is remembered (LRU; the SDK's placeholders).
         max_values_per_trace: Values numbered consistently per trace.
-        collector_placeholders: Number placeholders in the collector's namespace (``[EMAIL_c1]``), which
-            never equals an SDK placeholder (``[EMAIL_1]``) of the same trace, whichever pass saw what.
+        collector_placeholder_key: Write the collector's placeholders, ``[EMAIL_c<tag>]`` with a tag keyed
+            by this key (see :func:`veil.pii.operators.collector_placeholder`), instead of numbering
+            ``[EMAIL_1]``: scrubbers with the same key agree without sharing state, and their
+            placeholders never equal an SDK placeholder of the same trace.
     """
 
     pattern_entities: frozenset[str] = PATTERN_ENTITIES
@@ -93,7 +96,7 @@ class ScrubConfig:
     parse_json_strings: bool = True
     max_traces: int = 4096
     max_values_per_trace: int = 4096
-    collector_placeholders: bool = False
+    collector_placeholder_key: bytes | None = None
 
     def __post_init__(self) -> None:
         unknown = (set(self.pattern_entities) - PATTERN_ENTITIES) | (set(self.ner_entities) - NER_ENTITIES)
@@ -103,6 +106,8 @@ class ScrubConfig:
         ops = {Operator(op) for op in self.operators.values()} | {Operator(self.default_operator)}
         if Operator.PSEUDONYM in ops and not self.pseudonym_secret:
             raise ValueError("the pseudonym operator needs pseudonym_secret (a key only you hold)")
+        if self.collector_placeholder_key == b"":  # an empty key would make the tags an unkeyed hash
+            raise ValueError("collector_placeholder_key must not be empty")
         if len(self.mask_char) != 1:
             raise ValueError("mask_char must be a single character")
         if self.max_text_chars < 1 or self.max_depth < 1:
@@ -136,6 +141,7 @@ _WHOLE = object()  # the skeleton of a value that is a single text
 _tuple_new = tuple.__new__
 # Characters a replacement must not contain to be written inside a JSON string literal as is.
 _JSON_UNSAFE = frozenset('"\\') | frozenset(map(chr, range(32)))
+_Namer = Callable[[str, str], str]  # (entity type, value) -> the placeholder of the value in one trace
 
 
 class Scrubber:
@@ -152,9 +158,7 @@ class Scrubber:
         self._default_operator = Operator(cfg.default_operator)
         secret = cfg.pseudonym_secret
         self._secret = secret.encode() if isinstance(secret, str) else secret
-        self._registry = PlaceholderRegistry(
-            cfg.max_traces, cfg.max_values_per_trace, collector=cfg.collector_placeholders
-        )
+        self._registry = PlaceholderRegistry(cfg.max_traces, cfg.max_values_per_trace)
         self._ner = (
             NerTier(cfg.spacy_model, cfg.ner_entities, cfg.ner_score_threshold, cfg.ner_batch_size)
             if cfg.ner
@@ -246,21 +250,21 @@ class Scrubber:
             owners.extend([i] * (len(texts) - first))
         spans = self.analyze(texts)
         parsed = self._walk_json_with_findings(walk, spans, owners)
-        # Numbering maps and counters are made only for values with findings (most have none).
-        maps: dict[int, TraceNumbering] = {}
+        # Placeholder namers and counters are made only for values with findings (most have none).
+        namers: dict[int, _Namer] = {}
         # Plain dicts, not Counters: a Counter costs microseconds to make, and this runs per span.
         counters: dict[int, _Counts] = {}
         scrubbed = list(texts)
         for index, (text, text_spans, owner) in enumerate(zip(texts, spans, owners, strict=True)):
             if not text_spans:
                 continue
-            trace_map = maps.get(owner)
-            if trace_map is None:
-                trace_map = maps[owner] = self._registry.for_trace(trace_ids[owner])
+            namer = namers.get(owner)
+            if namer is None:
+                namer = namers[owner] = self._namer(trace_ids[owner])
             counter = counters.get(owner)
             if counter is None:
                 counter = counters[owner] = {}
-            scrubbed[index] = self._replace(text, text_spans, trace_map, counter)
+            scrubbed[index] = self._replace(text, text_spans, namer, counter)
         changed: dict[int, ScrubResult] = {}
         for i in {*counters, *lossy} if lossy else counters:
             skeleton = skeletons[i]
@@ -305,6 +309,13 @@ class Scrubber:
                 spans.extend(self.analyze(texts[first:]))
         return parsed
 
+    def _namer(self, trace_id: str | None) -> _Namer:
+        """The placeholders of ``trace_id``: the collector's keyed tags, or the SDK's per-trace numbers."""
+        key = self.config.collector_placeholder_key
+        if key is not None:
+            return partial(collector_placeholder, key, trace_id)
+        return self._registry.for_trace(trace_id).placeholder
+
     def analyze(self, texts: Sequence[str]) -> list[Sequence[EntitySpan]]:
         """Return what :meth:`scrub_many` would replace in each text: non-overlapping spans by position.
 
@@ -318,9 +329,7 @@ class Scrubber:
                     spans[i] = _merge(spans[i], ner_spans, texts[i])
         return spans
 
-    def _replace(
-        self, text: str, spans: Sequence[EntitySpan], trace_map: TraceNumbering, counter: _Counts
-    ) -> str:
+    def _replace(self, text: str, spans: Sequence[EntitySpan], namer: _Namer, counter: _Counts) -> str:
         if not spans:
             return text
         parts: list[str] = []
@@ -331,7 +340,7 @@ class Scrubber:
             value = text[start:end]
             operator = operators.get(entity_type, default)
             if operator is Operator.PLACEHOLDER:
-                replacement = trace_map.placeholder(entity_type, value)
+                replacement = namer(entity_type, value)
             elif operator is Operator.MASK:
                 replacement = self.config.mask_char * len(value)
             elif operator is Operator.PSEUDONYM:

@@ -19,6 +19,7 @@ from opentelemetry.trace import Link, Status, StatusCode
 from veil import semconv as sc
 from veil.pii import NerUnavailableError
 from veil.pii.findings import decode_findings
+from veil.pii.operators import collector_placeholder
 from veil_collector.records import PiiFinding
 from veil_collector.scrub import ServerScrubber, pii_findings_for_span
 
@@ -101,7 +102,8 @@ def test_fast_pass_scrubs_every_string_value_in_place(scrubber: ServerScrubber) 
     for raw in ("jane@example.com", "4111 1111 1111 1111", "+1-555-123-4567", "203.0.113.77"):
         assert raw.encode() not in wire
     chat = _chat(request)
-    assert chat.status.message == "rejected [EMAIL_c1]"
+    email = collector_placeholder(scrubber.placeholder_key, chat.trace_id.hex(), "EMAIL_ADDRESS", RAW[0])
+    assert chat.status.message == f"rejected {email}"
     assert replaced == 8  # resource, input, output card, ip attr, event phone, link ip, nested e-mail, status
     counts = decode_findings(_attrs(chat)[sc.VEIL_COLLECTOR_PII_FINDINGS])
     assert counts[("EMAIL_ADDRESS", "pattern", "input")] == 1
@@ -118,9 +120,8 @@ def test_ner_pass_scrubs_content_attributes_and_appends_findings(scrubber: Serve
     attrs = _attrs(chat)
     content = attrs[sc.GEN_AI_INPUT_MESSAGES] + attrs[sc.GEN_AI_OUTPUT_MESSAGES]
     assert "John Smith" not in content and "Berlin" not in content
-    assert (
-        "[PERSON_c1]" in attrs[sc.GEN_AI_INPUT_MESSAGES] and "[PERSON_c1]" in attrs[sc.GEN_AI_OUTPUT_MESSAGES]
-    )
+    person = collector_placeholder(scrubber.placeholder_key, chat.trace_id.hex(), "PERSON", "John Smith")
+    assert person in attrs[sc.GEN_AI_INPUT_MESSAGES] and person in attrs[sc.GEN_AI_OUTPUT_MESSAGES]
     assert attrs["note"] == "John Smith called"
     counts = decode_findings(attrs[sc.VEIL_COLLECTOR_PII_FINDINGS])
     assert counts[("PERSON", "ner", "input")] == 1 and counts[("PERSON", "ner", "output")] == 1
@@ -140,10 +141,12 @@ def test_missing_spacy_model_fails_at_construction() -> None:
         ServerScrubber(ner_enabled=True, spacy_model="en_core_web_nonexistent_model")
 
 
-def test_from_settings_reads_the_collector_settings() -> None:
+def test_from_settings_reads_the_collector_settings(tmp_path) -> None:
     from veil_collector.config import Settings
 
-    assert ServerScrubber.from_settings(Settings(pii_ner_enabled=False)).ner_enabled is False
+    assert (
+        ServerScrubber.from_settings(Settings(pii_ner_enabled=False, data_dir=tmp_path)).ner_enabled is False
+    )
 
 
 def test_pii_findings_rows_mark_sdk_and_server_sources(store) -> None:
