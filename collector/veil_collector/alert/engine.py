@@ -6,8 +6,9 @@ workers send the outbox. No HTTP request ever runs on the pipeline's thread.
 
 Several collectors may share one ClickHouse (replicas behind a load balancer). The rules live there
 (:mod:`~veil_collector.alert.rulestore`) and the evaluator reads them again every ``reload`` seconds, so a
-rule created through any replica reaches every engine. Alert state and the outbox stay in each collector's
-SQLite database: an event rule fires on the collector that stored the record, once.
+rule created through any replica reaches every engine. Window rules are evaluated by one engine at a time,
+chosen from heartbeats (:mod:`~veil_collector.alert.leader`). Alert state and the outbox stay in each
+collector's SQLite database: an event rule fires on the collector that stored the record, once.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import Counter
 
 from veil_collector.alert import events, outbox, windows
+from veil_collector.alert.leader import Election, new_instance_id
 from veil_collector.alert.lifecycle import Lifecycle, export_history
 from veil_collector.alert.notification import Notification
 from veil_collector.alert.relay import DEFAULT_RETRY_SCHEDULE, Relay
@@ -73,6 +75,12 @@ class AlertEngine:
         tick: the evaluator's period when no records arrive (window rules run on their own ``every``).
         reload: seconds between reads of the rules, which other collectors may change; a change made
             through this engine's ``rules`` is picked up at the next pass.
+        elect: choose one engine among the collectors to evaluate window rules
+            (:class:`~veil_collector.alert.leader.Election`); ``None``: on a ClickHouse server, not on
+            embedded ClickHouse, which one process owns (that engine always evaluates them).
+        instance_id: this engine's id in the election (:func:`~veil_collector.alert.leader.new_instance_id`
+            when ``None``).
+        heartbeat: seconds between heartbeats; an engine silent for three of them is replaced as leader.
         queue_size: record batches waiting for the evaluator; more are dropped and counted.
         retention: seconds finished outbox rows (delivered, failed, dead, disabled) are kept.
     """
@@ -89,6 +97,9 @@ class AlertEngine:
         max_attempts: int | None = None,
         tick: float = 1.0,
         reload: float = 5.0,
+        elect: bool | None = None,
+        instance_id: str | None = None,
+        heartbeat: float = 5.0,
         queue_size: int = 10_000,
         retention: float = 7 * 86400.0,
     ) -> None:
@@ -110,6 +121,15 @@ class AlertEngine:
         self._rules = self.rules.list_rules()
         self._rules_reload_at = time.monotonic() + reload
         self._rules_stale = False
+        if elect if elect is not None else not store.embedded:
+            self._election: Election | None = Election(
+                store, instance_id or new_instance_id(), interval=heartbeat
+            )
+        else:
+            self._election = None
+        # Until the first pass says otherwise, state of window rules in alerts.db is taken as this engine's
+        # own: a follower drops it then (it may be left from a process that led).
+        self._leading = True
         self._relay = Relay(
             self._data_dir,
             store,
@@ -152,6 +172,8 @@ class AlertEngine:
                 pass
             self._thread.join(max(0.0, deadline - time.monotonic()))
             self._thread = None
+        if self._election is not None:
+            self._election.resign()
         self._relay.stop(max(0.0, deadline - time.monotonic()))
 
     # --- EventSink ------------------------------------------------------------------------------------------
@@ -211,11 +233,12 @@ class AlertEngine:
             for rule, observations in events.match(rules, records):
                 notes += lifecycle.advance(rule, now, observations, complete=False)
             if notes:
-                self._relay.wake()  # before the window queries, which may take a while
+                self._relay.wake()  # before the heartbeat and the window queries, which may take a while
+            leading = self._lead(lifecycle, rules)
             for rule in rules:
                 if rule.event is not None:
                     notes += lifecycle.expire(rule, now)
-                elif self._next_window.get((rule.project, rule.id), float("-inf")) <= now:
+                elif leading and self._next_window.get((rule.project, rule.id), float("-inf")) <= now:
                     notes += self._evaluate_window(lifecycle, rule, now)
             notes += lifecycle.resolve_orphans({(rule.project, rule.id) for rule in rules}, now)
             if notes:
@@ -225,6 +248,17 @@ class AlertEngine:
                 self._next_prune = time.monotonic() + _PRUNE_EVERY_S
                 outbox.prune(conn, time.time() - self._retention)
             return notes
+
+    def _lead(self, lifecycle: Lifecycle, rules: list[Rule]) -> bool:
+        """Whether this engine evaluates the window rules now; a new follower drops their state."""
+        leading = self._election is None or self._election.poll()
+        if self._leading and not leading:
+            # The leader's state is what counts now: kept here it would resolve or repeat, from stale
+            # observations, alerts this engine no longer watches if it leads again.
+            lifecycle.forget({(rule.project, rule.id) for rule in rules if rule.window is not None})
+            self._next_window.clear()
+        self._leading = leading
+        return leading
 
     def _current_rules(self) -> list[Rule]:
         """The rules last read, read again when due or when this engine's ``rules`` changed one."""

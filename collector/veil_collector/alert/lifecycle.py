@@ -211,6 +211,12 @@ class Lifecycle:
                 notes.append(note)
         return notes
 
+    def forget(self, rules: set[tuple[str, str]]) -> None:
+        """Drop the state of these ``(project, rule id)`` rules without a notification: another collector
+        evaluates them now, and its notifications are the ones that count."""
+        with transaction(self._conn) as conn:
+            conn.executemany("DELETE FROM alert_state WHERE project_id = ? AND rule_id = ?", sorted(rules))
+
     def active(self, project: str | None = None) -> list[dict[str, Any]]:
         """Alerts now pending or firing (rows of ``alert_state`` without the rule snapshot)."""
         sql = "SELECT * FROM alert_state" + (" WHERE project_id = ?" if project is not None else "")

@@ -25,10 +25,10 @@ from veil_collector.alert.rules import Rule
 from veil_collector.store import Store
 
 _COLUMNS = ("ProjectId", "RuleId", "Source", "Body", "UpdatedAt", "Version", "Deleted")
-# On a cluster the insert returns only once the shard holds the row, so the rule is visible to every
-# replica's next read (the Distributed table would otherwise forward it in the background). A single
+# Rows every collector must see soon (rules, heartbeats): on a cluster an insert into a Distributed table
+# then returns only once the shard holds the row, rather than forwarding it in the background. A single
 # server ignores the setting.
-_INSERT_SETTINGS = {"insert_distributed_sync": 1}
+SYNC_INSERT = {"insert_distributed_sync": 1}
 
 
 class RuleNotFound(LookupError):
@@ -165,7 +165,7 @@ class RuleStore:
 
     def _write(self, rows: list[list[Any]]) -> None:
         if rows:
-            self._store.insert("alert_rules", rows, _COLUMNS, settings=_INSERT_SETTINGS)
+            self._store.insert("alert_rules", rows, _COLUMNS, settings=SYNC_INSERT)
             self._revision += 1
 
 

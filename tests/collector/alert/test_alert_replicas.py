@@ -1,7 +1,9 @@
 """Several collectors on one ClickHouse: two engines on one database, each with its own ``data_dir``
 (its own SQLite alert state and outbox), behave as two replicas of the collector.
 
-Rules are shared through ClickHouse; each engine reads them again every ``reload`` seconds (short here).
+Rules are shared through ClickHouse; each engine reads them again every ``reload`` seconds. Window rules
+are evaluated by the elected engine only; heartbeats come every ``HEARTBEAT`` seconds and an engine is gone
+after three of them. Both intervals are short here; evaluation time (``now``) is driven by the test.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from test_alert_events import T0, evaluation
+from test_alert_windows import seed_calls
 
 from veil_collector.alert import AlertEngine
 from veil_collector.alert.rules import Rule
@@ -25,12 +28,22 @@ from veil_collector.api.deps import get_project
 from veil_collector.api.routes.alerts import router
 
 RELOAD = 0.2
+HEARTBEAT = 0.5
+LIVENESS = 3 * HEARTBEAT
 FILE_RULES = """
 rules:
   - id: from-file
     name: From the file
     event: {type: guard_block}
     destinations: [{name: chat, type: slack, url: "https://hooks.slack.com/services/T/B/X"}]
+"""
+WINDOW_RULES = """
+rules:
+  - id: errors
+    name: Error rate
+    window: {type: error_rate, window: 5m, threshold: 0.1}
+    every: 30s
+    destinations: [{name: ops, type: webhook, url: "http://127.0.0.1:9/hook"}]
 """
 TOXIC = {
     "id": "toxic",
@@ -133,3 +146,64 @@ def test_rules_of_an_older_collector_move_from_sqlite_to_clickhouse(
         assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'rules'").fetchall() == []
     engine.rules.delete("default", "toxic")
     assert AlertEngine(settings_factory(data_dir=old), store).rules.list_rules() == []  # not brought back
+
+
+def elected(settings_factory: Callable[..., Any], store: Any, tmp_path: Path, name: str) -> AlertEngine:
+    """A replica taking part in the election (embedded ClickHouse alone would not need one)."""
+    return AlertEngine(
+        settings_factory(WINDOW_RULES, data_dir=tmp_path / name),
+        store,
+        elect=True,
+        instance_id=name,
+        heartbeat=HEARTBEAT,
+        reload=RELOAD,
+    )
+
+
+def test_one_replica_evaluates_window_rules_and_another_takes_over_when_it_dies(
+    settings_factory: Callable[..., Any], store: Any, tmp_path: Path
+) -> None:
+    seed_calls(store, [{"ts": T0 - 10, "StatusCode": "Error"}])  # error rate 1.0 for the next 5 minutes
+    a, b = (elected(settings_factory, store, tmp_path, name) for name in "ab")
+    [fired] = a.evaluate(T0)  # the smallest live id leads
+    assert b.evaluate(T0) == [] and b.outbox_counts() == {} and b.active("default") == []
+
+    # a stops heart-beating (killed: no stop written). Within the liveness window b still follows...
+    time.sleep(HEARTBEAT * 1.2)
+    assert b.evaluate(T0 + 30) == []
+    # ... and once a's last heartbeat is older than the window, b leads and fires on its own state: the one
+    # duplicate notification that a change of leader may cost.
+    time.sleep(LIVENESS)
+    [again] = b.evaluate(T0 + 60)
+    assert (again.status, again.fingerprint) == ("firing", fired.fingerprint)
+
+    # a comes back (its evaluator was stuck, say): it leads again without notifying (its alert is firing
+    # already) and b, following again, drops the window state it held.
+    time.sleep(HEARTBEAT * 1.2)
+    assert a.evaluate(T0 + 90) == []
+    assert b.evaluate(T0 + 90) == [] and b.active("default") == []
+    assert [alert["status"] for alert in a.active("default")] == ["firing"]
+
+
+def test_a_leader_that_stops_cleanly_is_replaced_at_the_next_heartbeat(
+    settings_factory: Callable[..., Any], store: Any, tmp_path: Path
+) -> None:
+    seed_calls(store, [{"ts": T0 - 10, "StatusCode": "Error"}])
+    a, b = (elected(settings_factory, store, tmp_path, name) for name in "ab")
+    assert len(a.evaluate(T0)) == 1 and b.evaluate(T0) == []
+    a.stop()
+    time.sleep(HEARTBEAT * 1.2)  # one heartbeat interval, well inside the liveness window
+    [fired] = b.evaluate(T0 + 30)
+    assert fired.status == "firing"
+
+
+def test_an_event_rule_fires_on_the_follower_that_stored_the_record(
+    settings_factory: Callable[..., Any], store: Any, tmp_path: Path
+) -> None:
+    a, b = (elected(settings_factory, store, tmp_path, name) for name in "ab")
+    a.rules.create(Rule.model_validate(TOXIC))
+    time.sleep(RELOAD * 1.5)
+    a.evaluate(T0)
+    b.on_evaluations([evaluation(0.9)])  # the follower stored this record: it alerts on it
+    [fired] = b.evaluate(T0)
+    assert fired.rule_id == "toxic"
