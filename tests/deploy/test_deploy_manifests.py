@@ -264,3 +264,29 @@ def test_keeper_start_script_numbers_servers_from_one() -> None:
     ]
     raft = ET.parse(K8S / "clickhouse/config/keeper.xml").getroot().find("keeper_server/raft_configuration")
     assert ids == [s.findtext("id") for s in raft]
+
+
+def test_grafana_clickhouse_user_reads_the_dashboards_tables_but_not_secrets(store: Any) -> None:
+    user = ET.parse(DEPLOY / "clickhouse/users.d/grafana.xml").getroot().find("users/grafana")
+    assert user is not None
+    # ClickHouse refuses `grants` next to `allow_databases`: the grants alone scope the user.
+    assert user.find("allow_databases") is None
+    queries = [q.text or "" for q in user.findall("grants/query")]
+    assert queries[0] == "GRANT SELECT ON veil.*"
+    revoked = {q.removeprefix("REVOKE SELECT ON veil.") for q in queries[1:]}
+    assert revoked == {"alert_rules", "api_keys"}
+    # Each one parses with ClickHouse's own parser (the user's own grants carry no grantee in XML).
+    for query in queries:
+        grantee = " TO grafana" if query.startswith("GRANT") else " FROM grafana"
+        parsed = store.query("SELECT formatQuery({q:String})", parameters={"q": query + grantee})
+        assert parsed.result_rows[0][0] == query + grantee
+    # Every table the dashboards read stays readable; the revoked ones are real tables of the schema.
+    tables = {
+        row[0]
+        for row in store.query(
+            "SELECT name FROM system.tables WHERE database = currentDatabase()"
+        ).result_rows
+    }
+    assert revoked <= tables
+    dashboards = " ".join(p.read_text() for p in (ROOT / "dashboards/json").glob("*.json"))
+    assert not any(re.search(rf"\b{name}\b", dashboards) for name in revoked)
