@@ -11,7 +11,9 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from prometheus_client import generate_latest
 
+from veil_collector.api.routes.guard import GuardResponse
 from veil_collector.app import create_app
 from veil_collector.auth import create_project
 from veil_collector.config import Settings
@@ -144,6 +146,56 @@ def test_decisions_follow_thresholds_and_on_fail_and_are_stored(
     assert {(r[1], r[2], r[5]) for r in rows} == {("0af7651916cd43dd8448eb211c80319c", "output", "collector")}
 
 
+def test_the_answer_is_the_documented_guard_response(
+    settings: Settings, store: Any, service: GuardService, key: str
+) -> None:
+    # The route encodes its answer itself, so nothing else checks it against GuardResponse.
+    app = build_app(settings, store, service)
+    with_labels = {"texts": ["hello", "you idiot"], "checks": ["toxicity", "bias"], "labels": True}
+
+    async def run() -> tuple[httpx.Response, httpx.Response, dict[str, Any]]:
+        async with client_for(app, key) as client:
+            return (
+                await client.post("/v1/guard", json=with_labels),
+                await client.post("/v1/guard", json={"texts": ["hello"]}),
+                (await client.get("/openapi.json")).json(),
+            )
+
+    labelled, plain, spec = asyncio.run(run())
+    for response in (labelled, plain):
+        assert response.status_code == 200 and response.headers["content-type"] == "application/json"
+        assert GuardResponse.model_validate_json(response.content).model_dump() == response.json()
+    assert [len(r["checks"]) for r in labelled.json()["results"]] == [2, 2]
+    assert all(r["labels"]["toxicity"] >= 0 for r in labelled.json()["results"])
+    assert plain.json()["results"][0]["labels"] is None
+    operation = spec["paths"]["/v1/guard"]["post"]
+    answer = operation["responses"]["200"]["content"]["application/json"]["schema"]
+    assert answer == {"$ref": "#/components/schemas/GuardResponse"}
+    assert {"401", "422", "503"} <= set(operation["responses"]) and operation["security"]
+
+
+def test_a_nan_score_is_a_server_error_not_invalid_json(settings: Settings, store: Any, key: str) -> None:
+    class NanClassifier:
+        name, version, labels, identity_labels = "nan", "0", ("toxicity",), ()
+
+        def predict(self, texts: Sequence[str]) -> list[dict[str, float]]:
+            return [{"toxicity": float("nan")} for _ in texts]
+
+    service = GuardService(Scorer(NanClassifier()), window_s=0)
+    app = build_app(settings, store, service)
+
+    async def run() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        headers = {"Authorization": f"Bearer {key}"}
+        async with httpx.AsyncClient(transport=transport, base_url="http://c", headers=headers) as client:
+            return await client.post("/v1/guard", json={"texts": ["hello"]})
+
+    try:
+        assert asyncio.run(run()).status_code == 500
+    finally:
+        service.close()
+
+
 def test_flag_and_no_record(settings: Settings, store: Any, service: GuardService, key: str) -> None:
     app = build_app(settings, store, service)
     body = {"texts": ["hello"], "thresholds": {"toxicity": 0.0}, "on_fail": "flag", "record": False}
@@ -224,18 +276,27 @@ def test_a_full_queue_is_a_503_with_retry_after(
     assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
 
 
-def test_guard_latency_is_on_metrics(settings: Settings, store: Any, service: GuardService, key: str) -> None:
+def test_guard_latency_and_decisions_are_on_metrics(
+    settings: Settings, store: Any, service: GuardService, key: str
+) -> None:
     app = build_app(settings, store, service)
+    blocked = 'veil_guard_decisions_total{check="toxicity",decision="block"}'
+
+    def sample(metrics: str, name: str) -> float:
+        return float(next(line for line in metrics.splitlines() if line.startswith(name)).split()[-1])
 
     async def run() -> str:
         async with client_for(app, key) as client:
-            await client.post("/v1/guard", json={"texts": ["hello"]})
+            await client.post("/v1/guard", json={"texts": ["hello"], "thresholds": {"toxicity": 0.0}})
             return (await client.get("/metrics")).text
 
+    before = sample(generate_latest().decode(), blocked)
     metrics = asyncio.run(run())
-    count = next(line for line in metrics.splitlines() if line.startswith("veil_guard_request_seconds_count"))
-    assert float(count.split()[-1]) >= 1
+    assert sample(metrics, "veil_guard_request_seconds_count") >= 1
     assert "veil_guard_batch_texts_bucket" in metrics
+    assert sample(metrics, blocked) == before + 1
+    # Every (check, decision) series is exported from the start, at 0 until it happens.
+    assert 'veil_guard_decisions_total{check="bias",decision="flag"}' in metrics
 
 
 def test_the_service_is_built_from_the_settings_on_first_use(

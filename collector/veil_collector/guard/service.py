@@ -48,6 +48,13 @@ GUARD_BATCH_TEXTS = Histogram(
 GUARD_DECISIONS = Counter(
     "veil_guard_decisions_total", "Guard decisions by check and decision.", ["check", "decision"]
 )
+# Bound once: ``labels()`` takes a lock and builds a key on every call, on the event loop's hot path.
+# Bound children are also exported at 0 before the first decision, so rates start from a known value.
+_DECISION_COUNTERS = {
+    (check, decision): GUARD_DECISIONS.labels(check, decision)
+    for check in CHECKS
+    for decision in ("pass", "block", "flag")
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,8 +169,9 @@ class GuardService:
             verdicts = []
             for check in checks:
                 score = text_scores.toxicity if check == "toxicity" else (text_scores.bias or 0.0)
-                verdicts.append(CheckVerdict(check, score, action if score >= limits[check] else "pass"))
-                GUARD_DECISIONS.labels(check, verdicts[-1].decision).inc()
+                decision = action if score >= limits[check] else "pass"
+                verdicts.append(CheckVerdict(check, score, decision))
+                _DECISION_COUNTERS[check, decision].inc()
             out.append((text_scores, verdicts))
         GUARD_LATENCY.observe(time.perf_counter() - started)
         if record and self._decisions is not None:
