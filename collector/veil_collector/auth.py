@@ -60,26 +60,37 @@ def create_project(store: Store, name: str) -> tuple[str, str]:
     return project_id, key
 
 
+def cached_api_key(store: Store, key: str) -> tuple[bool, str | None]:
+    """What the cache knows of ``key`` without asking ClickHouse: ``(True, project id or None)`` while an
+    answer is fresh, ``(False, None)`` when :func:`resolve_api_key` must look it up. Never blocks on I/O,
+    so the event loop may call it."""
+    if not key.startswith(KEY_PREFIX):
+        return True, None
+    with _cache_lock:
+        hit = _cache.get(_cache_key(store, key))
+    if hit is not None and hit[1] > time.monotonic():
+        return True, hit[0]
+    return False, None
+
+
 def resolve_api_key(store: Store, key: str) -> str | None:
     """The project id of an active key of an existing project, or None. Cached for ``CACHE_TTL_S``."""
-    if not key.startswith(KEY_PREFIX):
-        return None
-    digest = hash_key(key)
-    now = time.monotonic()
-    cache_key = f"{store.dsn}\0{store.database}\0{digest}"
-    with _cache_lock:
-        hit = _cache.get(cache_key)
-        if hit is not None and hit[1] > now:
-            return hit[0]
+    known, project_id = cached_api_key(store, key)
+    if known:
+        return project_id
     rows = store.query(
         "SELECT k.ProjectId FROM api_keys AS k FINAL "
         "INNER JOIN (SELECT ProjectId, Deleted FROM projects FINAL) AS p ON p.ProjectId = k.ProjectId "
         "WHERE k.KeyHash = {h:String} AND k.Revoked = 0 AND p.Deleted = 0 LIMIT 1",
-        parameters={"h": digest},
+        parameters={"h": hash_key(key)},
     ).result_rows
     project_id = rows[0][0] if rows else None
     with _cache_lock:
         if len(_cache) >= _CACHE_LIMIT:
             _cache.clear()
-        _cache[cache_key] = (project_id, now + CACHE_TTL_S)
+        _cache[_cache_key(store, key)] = (project_id, time.monotonic() + CACHE_TTL_S)
     return project_id
+
+
+def _cache_key(store: Store, key: str) -> str:
+    return f"{store.dsn}\0{store.database}\0{hash_key(key)}"

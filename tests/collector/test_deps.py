@@ -1,4 +1,4 @@
-"""``get_project``: a key's project, answered on the event loop once granted; 401s; the OpenAPI scheme."""
+"""``get_project``: a key's project, answered on the event loop from auth's cache; 401s; OpenAPI scheme."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from veil_collector import auth
 from veil_collector.api import deps
 from veil_collector.api.deps import ProjectDep
 from veil_collector.auth import DEFAULT_PROJECT_ID, create_project
@@ -39,16 +40,16 @@ def client_for(store: Any, tmp_path: Path, *, no_auth: bool = False) -> TestClie
 
 
 @pytest.fixture
-def lookups(monkeypatch: pytest.MonkeyPatch) -> list[str | None]:
-    """The Authorization headers that reached ``authenticate`` (the threadpool path), in order."""
-    seen: list[str | None] = []
-    real = deps.authenticate
+def lookups(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The keys that reached ``resolve_api_key`` (the threadpool path, a ClickHouse query), in order."""
+    seen: list[str] = []
+    real = deps.resolve_api_key
 
-    def counting(authorization: str | None, settings: Settings, store: Store) -> str:
-        seen.append(authorization)
-        return real(authorization, settings, store)
+    def counting(store: Store, key: str) -> str | None:
+        seen.append(key)
+        return real(store, key)
 
-    monkeypatch.setattr(deps, "authenticate", counting)
+    monkeypatch.setattr(deps, "resolve_api_key", counting)
     return seen
 
 
@@ -61,27 +62,26 @@ def other_store(chdb_dsn: str) -> Iterator[Store]:
     db.close()
 
 
-def test_a_granted_key_is_not_looked_up_again_until_its_grant_expires(
-    store: Any, tmp_path: Path, lookups: list[str | None]
+def test_a_known_key_is_answered_from_the_cache_until_its_entry_expires(
+    store: Any, tmp_path: Path, lookups: list[str]
 ) -> None:
     project, key = create_project(store, "p")
     header = {"Authorization": f"Bearer {key}"}
     with client_for(store, tmp_path) as client:
         assert [client.get("/whoami", headers=header).json() for _ in range(3)] == [project] * 3
-        assert len(lookups) == 1
-        # Expired grants are asked for again: that is where a revoked key is noticed.
-        for grant_key, (granted, _) in list(deps._grants.items()):
-            deps._grants[grant_key] = (granted, 0.0)
+        assert lookups == [key]
+        # Expired entries are looked up again: that is where a revoked key is noticed.
+        for cache_key, (granted, _) in list(auth._cache.items()):
+            auth._cache[cache_key] = (granted, 0.0)
         assert client.get("/whoami", headers=header).json() == project
-    assert len(lookups) == 2
+    assert lookups == [key, key]
 
 
-def test_refusals_are_401s_with_their_reason_and_are_never_remembered(
-    store: Any, tmp_path: Path, lookups: list[str | None]
-) -> None:
+def test_refusals_are_401s_with_their_reason(store: Any, tmp_path: Path, lookups: list[str]) -> None:
     cases = [
         ({}, "missing Authorization header"),
         ({"Authorization": "Basic dXNlcjpwYXNz"}, "must be 'Bearer <api key>'"),
+        ({"Authorization": "Bearer not-a-veil-key"}, "unknown or revoked API key"),
         ({"Authorization": "Bearer veil_unknown"}, "unknown or revoked API key"),
         ({"Authorization": "Bearer veil_unknown"}, "unknown or revoked API key"),
     ]
@@ -90,11 +90,13 @@ def test_refusals_are_401s_with_their_reason_and_are_never_remembered(
             response = client.get("/whoami", headers=headers)
             assert response.status_code == 401 and reason in response.json()["detail"]
             assert response.headers["WWW-Authenticate"] == "Bearer"
-    assert len(lookups) == len(cases)
+    # Malformed headers and keys without the prefix never query; an unknown key is queried once and its
+    # refusal cached like a grant (a flood of bad keys does not become a flood of queries).
+    assert lookups == ["veil_unknown"]
 
 
-def test_a_grant_holds_for_its_own_store_only(
-    store: Any, other_store: Store, tmp_path: Path, lookups: list[str | None]
+def test_a_cached_answer_holds_for_its_own_store_only(
+    store: Any, other_store: Store, tmp_path: Path, lookups: list[str]
 ) -> None:
     project, key = create_project(store, "p")
     header = {"Authorization": f"Bearer {key}"}
@@ -104,7 +106,7 @@ def test_a_grant_holds_for_its_own_store_only(
 
 
 def test_without_auth_every_request_is_the_default_project(
-    store: Any, tmp_path: Path, lookups: list[str | None]
+    store: Any, tmp_path: Path, lookups: list[str]
 ) -> None:
     with client_for(store, tmp_path, no_auth=True) as client:
         assert client.get("/whoami").json() == DEFAULT_PROJECT_ID

@@ -11,10 +11,9 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter, Request, Response
-from fastapi.concurrency import run_in_threadpool
 from prometheus_client import Counter
 
-from veil_collector.api.deps import Unauthorized, authenticate
+from veil_collector.api.deps import Unauthorized, authorize
 from veil_collector.receiver import (
     Encoding,
     PayloadTooLarge,
@@ -88,9 +87,7 @@ async def export_traces(request: Request) -> Response:
     except ReceiverError as exc:
         return _error(Encoding.JSON, exc.status_code, exc.grpc_code, str(exc), "unsupported_media_type")
     try:
-        project_id = await run_in_threadpool(
-            authenticate, request.headers.get("authorization"), settings, state.store
-        )
+        project_id = await authorize(request)
     except Unauthorized as exc:
         return _error(
             encoding, 401, _GRPC_UNAUTHENTICATED, str(exc), "unauthorized", {"WWW-Authenticate": "Bearer"}
