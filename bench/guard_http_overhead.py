@@ -48,9 +48,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import guard_latency
 from fastapi import FastAPI, Request, Response  # at module level: the routes' annotations resolve here
-from guard_latency import Sample, _batch_totals, _get_json, _mean_batch, measuring_window, to_row, wait_for
+from guard_latency import (
+    _batch_totals,
+    _get_json,
+    _mean_batch,
+    collect_load,
+    measuring_window,
+    start_load,
+    to_row,
+    wait_for,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "bench" / "results" / "guard_http_overhead.md"
@@ -170,24 +178,12 @@ def measure(server: Server, route: str, round_: int, seconds: float, clients: in
     path = PATHS[route]
     before = _get_json(server.url + "/batch-totals")
     window = measuring_window(seconds, lead=1.0)  # 1 s for the client processes to start
-    shares = [clients // procs + (1 if j < clients % procs else 0) for j in range(procs)]
-    commands = [
-        [sys.executable, guard_latency.__file__, "--load", server.url + path]
-        + [str(v) for v in (share, sum(shares[:j]), clients, *window)]
-        for j, share in enumerate(shares)
-    ]
-    processes = [subprocess.Popen(command, stdout=subprocess.PIPE) for command in commands]
+    processes = start_load(server.url + path, clients, procs, window)
     _sleep_until(window[0])
     cpu_start = _cpu_seconds(server.process.pid)
     _sleep_until(window[1])
     cpu = _cpu_seconds(server.process.pid) - cpu_start
-    samples = []
-    for process in processes:
-        out, _ = process.communicate()
-        if process.returncode:
-            raise RuntimeError(f"a load generator for {path} failed (exit {process.returncode})")
-        samples.append(Sample(**json.loads(out)))
-    row = to_row(route, clients, samples, window[0])
+    row = to_row(route, clients, collect_load(processes), window[0])
     return Measured(
         round_,
         server.name,

@@ -381,6 +381,34 @@ async def generate_load(
             connection.close()
 
 
+def start_load(
+    url: str, clients: int, procs: int, window: tuple[float, float]
+) -> list[subprocess.Popen[bytes]]:
+    """``clients`` closed-loop clients of ``url`` spread over ``procs`` load-generator processes
+    (``--load``), measuring in ``window``; :func:`collect_load` gathers what they measured."""
+    shares = [clients // procs + (1 if j < clients % procs else 0) for j in range(procs)]
+    commands = [
+        [sys.executable, __file__, "--load", url, *map(str, (share, sum(shares[:j]), clients, *window))]
+        for j, share in enumerate(shares)
+    ]
+    return [subprocess.Popen(command, stdout=subprocess.PIPE) for command in commands]
+
+
+def collect_load(processes: Sequence[subprocess.Popen[bytes]]) -> list[Sample]:
+    """Waits for the load generators of :func:`start_load` and returns their samples.
+
+    Raises:
+        RuntimeError: a load generator failed.
+    """
+    samples = []
+    for process in processes:
+        out, _ = process.communicate()
+        if process.returncode:
+            raise RuntimeError(f"a load generator failed (exit {process.returncode})")
+        samples.append(Sample(**json.loads(out)))
+    return samples
+
+
 def run_http(url: str, seconds: float, client_procs: int) -> list[Row]:
     """Every row's clients spread over ``client_procs`` load-generator processes (``--load``), so the
     client side is never what limits the server."""
@@ -388,27 +416,9 @@ def run_http(url: str, seconds: float, client_procs: int) -> list[Row]:
     for clients in CLIENTS:  # the two sides alternate, so a machine busy for a minute hurts both alike
         for path, mode in (("/v1/guard", GUARD), ("/baseline", PER_REQUEST)):
             before = _get_json(url + "/batch-totals")
-            procs = min(client_procs, clients)
             window = measuring_window(seconds, lead=1.0)  # 1 s for the client processes to start
-            shares = [clients // procs + (1 if j < clients % procs else 0) for j in range(procs)]
-            commands = [
-                [
-                    sys.executable,
-                    __file__,
-                    "--load",
-                    url + path,
-                    *map(str, (share, sum(shares[:j]), clients, *window)),
-                ]
-                for j, share in enumerate(shares)
-            ]
-            processes = [subprocess.Popen(command, stdout=subprocess.PIPE) for command in commands]
-            samples = []
-            for process in processes:
-                out, _ = process.communicate()
-                if process.returncode:
-                    raise RuntimeError(f"a load generator for {path} failed (exit {process.returncode})")
-                samples.append(Sample(**json.loads(out)))
-            row = to_row(mode, clients, samples, window[0])
+            processes = start_load(url + path, clients, min(client_procs, clients), window)
+            row = to_row(mode, clients, collect_load(processes), window[0])
             if path == "/v1/guard":
                 row.texts_per_batch = _mean_batch(before, _get_json(url + "/batch-totals"))
             rows.append(row)

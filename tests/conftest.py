@@ -7,8 +7,9 @@ and each test gets a database of its own in it: tests never see each other's row
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,13 +22,26 @@ def chdb_dsn(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture
-def store(chdb_dsn: str) -> Iterator[object]:
-    """A migrated embedded ClickHouse database, private to one test."""
+def new_store(chdb_dsn: str) -> Iterator[Callable[[], Any]]:
+    """Makes migrated embedded ClickHouse databases private to one test (for tests that need two)."""
     from veil_collector.store import Store
     from veil_collector.store.migrate import migrate
 
-    db = Store(chdb_dsn, database=f"test_{uuid.uuid4().hex[:12]}")
-    migrate(db)
-    yield db
-    db.command(f"DROP DATABASE IF EXISTS `{db.database}`")
-    db.close()
+    made: list[Store] = []
+
+    def make() -> Store:
+        db = Store(chdb_dsn, database=f"test_{uuid.uuid4().hex[:12]}")
+        made.append(db)
+        migrate(db)
+        return db
+
+    yield make
+    for db in made:
+        db.command(f"DROP DATABASE IF EXISTS `{db.database}`")
+        db.close()
+
+
+@pytest.fixture
+def store(new_store: Callable[[], Any]) -> object:
+    """A migrated embedded ClickHouse database, private to one test."""
+    return new_store()

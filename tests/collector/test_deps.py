@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,6 @@ from veil_collector.api.deps import ProjectDep
 from veil_collector.auth import DEFAULT_PROJECT_ID, create_project
 from veil_collector.config import Settings
 from veil_collector.store import Store
-from veil_collector.store.migrate import migrate
 
 
 def client_for(store: Any, tmp_path: Path, *, no_auth: bool = False) -> TestClient:
@@ -54,12 +52,8 @@ def lookups(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 @pytest.fixture
-def other_store(chdb_dsn: str) -> Iterator[Store]:
-    db = Store(chdb_dsn, database=f"test_{uuid.uuid4().hex[:12]}")
-    migrate(db)
-    yield db
-    db.command(f"DROP DATABASE IF EXISTS `{db.database}`")
-    db.close()
+def other_store(new_store: Callable[[], Store]) -> Store:
+    return new_store()
 
 
 def test_a_known_key_is_answered_from_the_cache_until_its_entry_expires(
