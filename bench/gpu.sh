@@ -9,7 +9,8 @@
 #
 # The GPU machine's python3 has torch and transformers but neither detoxify nor the web stack. Before the run:
 #   cp .venv/lib/python3.11/site-packages/detoxify/*.py bench/vendor/detoxify/   (ignored by git)
-#   wheels of fastapi, uvicorn, pydantic(-settings), clickhouse-connect, opentelemetry-* and their needs in .whl/
+#   wheels of fastapi, uvicorn, httptools (else uvicorn parses HTTP in pure Python, which bounded the guard
+#   route on the H200), pydantic(-settings), clickhouse-connect, opentelemetry-* and their needs in .whl/
 #   (python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 ... -d .whl NAME==VERSION)
 # and carry both folders. Usage:  OUT=/path/to/results bash bench/gpu.sh [STEP...]
 # Writes each step's table and log into $OUT (default bench/results); guard-inprocess into $OUT/inprocess/.
