@@ -11,6 +11,9 @@ from pathlib import Path
 
 def test_veil_demo_runs_end_to_end_and_reports_through_the_api(tmp_path: Path) -> None:
     env = {**os.environ, "COLUMNS": "140", "NO_COLOR": "1"}
+    env.pop("VEIL_DATA_DIR", None)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
     result = subprocess.run(
         [sys.executable, "-m", "veil_collector", "demo", "--no-serve", "--rounds", "1", "--timeout", "150",
          "--data-dir", str(tmp_path)],
@@ -18,6 +21,7 @@ def test_veil_demo_runs_end_to_end_and_reports_through_the_api(tmp_path: Path) -
         text=True,
         timeout=240,
         env=env,
+        cwd=cwd,
         check=False,
     )  # fmt: skip
     output = result.stdout + result.stderr
@@ -42,3 +46,5 @@ def test_veil_demo_runs_end_to_end_and_reports_through_the_api(tmp_path: Path) -
     # The collector used the folder it was given, and stopped.
     assert (tmp_path / "clickhouse").is_dir()
     assert "Authentication is OFF" in (tmp_path / "collector.log").read_text()
+    assert (tmp_path / "alerts.db").is_file() and (tmp_path / "pii_placeholder.key").is_file()
+    assert list(cwd.iterdir()) == []  # nothing left in the folder the demo ran from

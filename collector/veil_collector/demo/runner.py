@@ -8,6 +8,7 @@ collector's query API, like any client would.
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
@@ -68,9 +69,12 @@ class CollectorProcess:
             "--spool-dir", str(self.data_dir / "spool"),
             "--no-auth",
         ]  # fmt: skip
+        # Everything the collector keeps (alert database, PII placeholder key) goes to the demo's folder,
+        # not to .veil/ in whatever folder the user ran the demo from.
+        env = {**os.environ, "VEIL_DATA_DIR": str(self.data_dir)}
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
             )
 
     def wait_ready(self, timeout_s: float) -> None:
