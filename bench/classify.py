@@ -135,7 +135,7 @@ def make_texts(count: int, words: list[str], rng: random.Random) -> list[str]:
 
 def write_checkpoint(folder: Path, vocabulary: list[str]) -> None:
     """A bert-base-uncased-shaped detoxify ``original`` checkpoint with random weights, plus HF files."""
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.txt").write_text("\n".join(vocabulary) + "\n")
     config = BertConfig(vocab_size=len(vocabulary), num_labels=len(CLASSES))  # BertConfig defaults: base
     BertTokenizer(str(folder / "vocab.txt"), do_lower_case=True, model_max_length=MAX_TOKENS).save_pretrained(

@@ -59,35 +59,12 @@ WORDS = tuple(_VOCABULARY.split())
 
 
 def build_random_bert_base(folder: Path) -> None:
-    """Writes a random-weight bert-base-shaped detoxify ``original`` checkpoint plus config and tokenizer."""
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
+    """Writes a random-weight bert-base-shaped detoxify ``original`` checkpoint plus config and tokenizer,
+    with a vocabulary that holds every word of the benchmark's texts (each one token)."""
+    from classify import write_checkpoint  # imported here: the load generators need no torch
 
-    classes = ["toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate"]
-    folder.mkdir(parents=True, exist_ok=True)
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
-    vocab += [f"tok{i:05d}" for i in range(30522 - len(vocab))]
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    config = BertConfig(num_labels=len(classes))  # bert-base: 12 layers, hidden 768, vocab 30522
-    torch.manual_seed(0)
-    model = BertForSequenceClassification(config)
-    BertTokenizer(str(folder / "vocab.txt"), do_lower_case=True, model_max_length=512).save_pretrained(folder)
-    config.save_pretrained(folder)
-    checkpoint = {
-        "config": {
-            "arch": {
-                "args": {
-                    "model_type": "bert-base-uncased",
-                    "model_name": "BertForSequenceClassification",
-                    "tokenizer_name": "BertTokenizer",
-                    "num_classes": len(classes),
-                }
-            },
-            "dataset": {"args": {"classes": classes}},
-        },
-        "state_dict": model.state_dict(),
-    }
-    torch.save(checkpoint, folder / "toxic_random-bertbase.ckpt")
+    write_checkpoint(folder, vocab + [f"tok{i:05d}" for i in range(30522 - len(vocab))])
 
 
 def models_dir() -> tuple[Path, str]:
@@ -96,7 +73,7 @@ def models_dir() -> tuple[Path, str]:
     if configured and (Path(configured) / "original").is_dir():
         return Path(configured), f"the detoxify checkpoint in {Path(configured) / 'original'}"
     folder = Path(tempfile.gettempdir()) / "veil-bench-models"
-    if not (folder / "original" / "toxic_random-bertbase.ckpt").exists():
+    if not any((folder / "original").glob("*.ckpt")):
         build_random_bert_base(folder / "original")
     return folder, "random-weight bert-base (detoxify original shape)"
 
