@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from veil.guardrails._decorator import DEFAULT_INPUT_CHECKS, DEFAULT_OUTPUT_CHECKS
 from veil.guardrails._engine import Policy
-from veil.guardrails._result import Action, GuardResult, Target
+from veil.guardrails._result import Action, GuardResult
 from veil.guardrails._span import current_trace_id
 from veil.guardrails.checks import CheckSpec, resolve_checks
 from veil.guardrails.vault import Vault
@@ -16,9 +16,9 @@ def _policy(checks: Iterable[CheckSpec], on_fail: Action | None, fail_open: bool
     return Policy(resolve_checks(checks), on_fail=on_fail, fail_open=fail_open, timeout=timeout)
 
 
-def _finish(result: GuardResult, target: Target, vault: Vault | None) -> GuardResult:
+def _restored(result: GuardResult, vault: Vault | None) -> GuardResult:
     # On an output that passed, the vault puts back the values the input redaction took out.
-    if target == "output" and result.passed and vault is not None and len(vault):
+    if result.passed and vault is not None and len(vault):
         restored = vault.restore(result.text)
         if restored != result.text:
             return GuardResult(result.target, result.passed, restored, result.decisions)
@@ -65,7 +65,7 @@ def check_output(
     Arguments as for :func:`check_input`.
     """
     policy = _policy(checks, on_fail, fail_open, timeout)
-    return _finish(policy.evaluate(text, "output", vault=vault, trace_id=current_trace_id()), "output", vault)
+    return _restored(policy.evaluate(text, "output", vault=vault, trace_id=current_trace_id()), vault)
 
 
 async def acheck_input(
@@ -94,4 +94,4 @@ async def acheck_output(
     """:func:`check_output` for coroutines."""
     policy = _policy(checks, on_fail, fail_open, timeout)
     result = await policy.aevaluate(text, "output", vault=vault, trace_id=current_trace_id())
-    return _finish(result, "output", vault)
+    return _restored(result, vault)
