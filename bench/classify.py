@@ -33,6 +33,7 @@ Writes ``classify_<device>.md`` into ``--out`` (default ``bench/results``). Impo
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import random
 import string
@@ -50,6 +51,7 @@ from transformers import BertConfig, BertForSequenceClassification, BertTokenize
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "collector"))
 
+from veil_collector.classify.encoding import BatchEncoder  # noqa: E402
 from veil_collector.classify.loader import load_model, resolve_model  # noqa: E402
 from veil_collector.classify.toxicity import MAX_TOKENS, ToxicityClassifier, resolve_device  # noqa: E402
 
@@ -198,6 +200,11 @@ def main() -> None:
         action="store_true",
         help="only profile veil at batch 256 on all texts: top kernels into classify_<device>_profile.txt",
     )
+    parser.add_argument(
+        "--tokenize",
+        action="store_true",
+        help="only time tokenizing, the tokenizer's call against veil's (classify_<device>_tokenize.md)",
+    )
     parser.add_argument("--peak-tflops", type=float, default=None, help="the device's dense bf16 TFLOP/s")
     args = parser.parse_args()
 
@@ -237,6 +244,9 @@ def main() -> None:
     precision = "bf16" if ours.bf16 else "fp32"
     if args.profile:
         profile(ours, texts, warmup, device, args.out)
+        return
+    if args.tokenize:
+        tokenizing(ours, make_texts(TOKENIZE_TEXTS, vocabulary, rng), device, args.out)
         return
     configs: list[tuple[str, int, int, Callable[[list[str]], object]]] = [
         (
@@ -282,6 +292,63 @@ def main() -> None:
     path.write_text(table)
     print(table)
     print(f"written to {path}")
+
+
+TOKENIZE_TEXTS = 4096
+TOKENIZE_BATCH = 256
+TOKENIZE_ROUNDS = 5
+
+
+def tokenizing(classifier: ToxicityClassifier, texts: list[str], device: torch.device, out: Path) -> None:
+    """Texts/s of tokenizing length-sorted batches of 256 (CPU tensors, no forward pass): the tokenizer's
+    own padded call, as ``Detoxify.predict`` and our classifier once used it, against
+    :class:`~veil_collector.classify.encoding.BatchEncoder` (the Rust backend, called directly). Best of
+    interleaved rounds; the two produce identical ids and masks (``tests/collector/classify``)."""
+    tokenizer, encoder = classifier.tokenizer, BatchEncoder(classifier.tokenizer, MAX_TOKENS, device)
+    ordered = sorted(texts, key=len)
+    batches = [ordered[i : i + TOKENIZE_BATCH] for i in range(0, len(ordered), TOKENIZE_BATCH)]
+
+    def wrapper_call(batch: list[str]) -> object:
+        return tokenizer(
+            batch,
+            padding=True,
+            truncation=True,
+            max_length=MAX_TOKENS,
+            return_tensors="pt",
+            return_token_type_ids=False,
+        )
+
+    runners = {
+        "tokenizer(batch, padding=True, ...)": wrapper_call,
+        "veil BatchEncoder.tokenize": encoder.tokenize,
+    }
+    best: dict[str, float] = {}
+    for _ in range(TOKENIZE_ROUNDS):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            for batch in batches:
+                run(batch)
+            best[name] = min(best.get(name, float("inf")), time.perf_counter() - start)
+    baseline = best["tokenizer(batch, padding=True, ...)"]
+    lines = [
+        f"# Tokenizing for the classifier ({platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs)",
+        "",
+        f"{len(texts)} texts of the benchmark's length mix, length-sorted batches of {TOKENIZE_BATCH}, "
+        f"truncated at {MAX_TOKENS} tokens; best of {TOKENIZE_ROUNDS} interleaved rounds; "
+        f"transformers {transformers.__version__}. Command: `python bench/classify.py --tokenize`.",
+        "",
+        "| runner | texts/s | vs the tokenizer's call |",
+        "|---|---:|---:|",
+        *(
+            f"| {name} | {len(texts) / seconds:,.0f} | {baseline / seconds:.2f}x |"
+            for name, seconds in best.items()
+        ),
+    ]
+    text = "\n".join(lines) + "\n"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"classify_{device.type}_tokenize.md").write_text(text)
+    print(text)
 
 
 def profile(

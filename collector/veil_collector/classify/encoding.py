@@ -1,13 +1,14 @@
 """Tokenizing batches for the classifier: padded id and mask tensors, produced ahead of the forward pass.
 
 Why not just ``tokenizer(batch, padding=True, ...)``: on the H200 one 4,096-text scoring pass took 1.13 s
-while the GPU computed for 0.37 s; tokenizing through that call ran at 6,600 texts/s there, so the GPU
-waited on it for most of the pass (``bench/results/classify_cuda_profile.txt``). Two remedies, both here:
+while the GPU computed for 0.37 s (``bench/results/classify_cuda_profile.txt``); a one-off timing there put
+tokenizing through that call at 6,600 texts/s, so the GPU waited on it for most of the pass. Two remedies,
+both here:
 
 - A fast tokenizer's Rust backend (``tokenizer.backend_tokenizer``) is called directly, with truncation
   and padding configured on a private copy of it: the same ids and mask (tested) without the Python
-  wrapper's per-batch bookkeeping, about 1.4 to 1.7x faster on this project's CPU box. Slow (pure
-  Python) tokenizers go through the wrapper call.
+  wrapper's per-batch bookkeeping: 1.22x its texts/s on this project's CPU box
+  (``bench/results/classify_cpu_tokenize.md``). Slow (pure Python) tokenizers go through the wrapper call.
 - :meth:`BatchEncoder.iter_encoded` tokenizes the next batch on a helper thread while the caller runs the
   current one: the backend releases the GIL while it encodes, and CUDA kernels run asynchronously, so
   tokenizing overlaps the device's work instead of adding to it.

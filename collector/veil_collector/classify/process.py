@@ -3,8 +3,9 @@
 Why a process: the model's own Python work (tokenizing, and launching a forward pass's hundreds of
 kernels) then runs on its own interpreter and core instead of taking GIL time from the collector's HTTP
 event loop and ingest threads. On the H200 box one 4,096-text scoring pass took 1.13 s, of which the GPU
-computed 0.37 s: tokenizing took about 0.6 s of CPU (6,600 texts/s there) and torch's operator calls
-0.16 s (``bench/results/classify_cuda_profile.txt``), all of it GIL time in a single-process collector.
+computed 0.37 s and torch's operator calls 0.16 s (``bench/results/classify_cuda_profile.txt``); tokenizing
+took about 0.6 s of CPU (6,600 texts/s there, a one-off timing): all of it GIL time in a single-process
+collector.
 A crash or an out-of-memory kill in the model takes down the child, not the collector. What it does not
 buy (measured on the H200 over HTTP, ``bench/results/guard_latency.md``): guard throughput, which the
 HTTP stack's per-request cost bounds either way (344 requests/s with the child, 232 to 394 without it).
