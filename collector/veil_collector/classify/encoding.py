@@ -7,7 +7,7 @@ both here:
 
 - A fast tokenizer's Rust backend (``tokenizer.backend_tokenizer``) is called directly, with truncation
   and padding configured on a private copy of it: the same ids and mask (tested) without the Python
-  wrapper's per-batch bookkeeping: 1.22x its texts/s on this project's CPU box
+  wrapper's per-batch bookkeeping: 1.23x its texts/s on this project's CPU box
   (``bench/results/classify_cpu_tokenize.md``). Slow (pure Python) tokenizers go through the wrapper call.
 - :meth:`BatchEncoder.iter_encoded` tokenizes the next batch on a helper thread while the caller runs the
   current one: the backend releases the GIL while it encodes, and CUDA kernels run asynchronously, so
