@@ -15,6 +15,15 @@ norm and softmax it keeps in fp32; on this project's 2-core AVX512-BF16 box the 
 7.88 texts/s in a one-off interleaved A/B (not a committed benchmark), while the scores moved no further
 from fp32 ones (about 1.5e-3 on bert-base either way).
 
+Attention kernels: every forward pass runs with cuDNN's attention taken out of the backends that
+``scaled_dot_product_attention`` may pick (:data:`ATTENTION_BACKENDS`). With a padding mask, torch 2.11 sends
+bf16 attention on Hopper to cuDNN first, and cuDNN builds an execution plan for every new (batch, length)
+shape it meets: on the H200, the first pass over 512 texts at batch 1 (nearly every length new) ran at 37
+texts/s against 222 texts/s once the plans existed, and guard micro-batches, whose shapes rarely repeat,
+took 100 to 250 ms each (``bench/results/classify.md``, ``guard_latency.md``). Without it SDPA uses the
+memory-efficient kernel, which needs no per-shape plan. On a CPU the list changes nothing (cuDNN is a
+CUDA backend).
+
 Truncation: texts are cut at 512 tokens (BERT/RoBERTa position limit, the same limit detoxify's models were
 trained with); anything after the first 512 tokens of a long response is not scored.
 """
@@ -29,6 +38,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from veil_collector.classify.base import TextClassifier
 from veil_collector.classify.encoding import BatchEncoder
@@ -42,6 +52,9 @@ MAX_TOKENS = 512
 CHARS_PER_TOKEN = 4
 
 Precision = Literal["auto", "fp32", "bf16"]
+
+# Every SDPA backend but cuDNN's, whose per-shape plan building stalls variable-shape batches (see above).
+ATTENTION_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -185,7 +198,7 @@ class ToxicityClassifier:
         chunks = [[texts[order[i]] for i in batch] for batch in batches]
         with self._lock:
             outputs: list[torch.Tensor] = []
-            with torch.inference_mode():
+            with torch.inference_mode(), sdpa_kernel(ATTENTION_BACKENDS):
                 for input_ids, attention_mask in self._encoder.iter_encoded(chunks):
                     logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
                     # Kept on the device: one transfer (and one sync) for the whole call.

@@ -171,3 +171,19 @@ def test_length_diverse_texts_run_in_small_batches_and_a_backlog_in_full_ones(mo
         assert widths == [8, 8, 4]
     finally:
         handle.remove()
+
+
+def test_forward_passes_never_use_cudnn_attention(models_dir: Path) -> None:
+    """cuDNN builds an attention plan per new (batch, length) shape; the classifier's shapes rarely repeat."""
+    classifier = load_toxicity_classifier("original", models_dir=models_dir, device="cpu", precision="fp32")
+    seen: list[bool] = []
+    hook = classifier.model.register_forward_pre_hook(
+        lambda module, args: seen.append(torch.backends.cuda.cudnn_sdp_enabled())
+    )
+    try:
+        before = torch.backends.cuda.cudnn_sdp_enabled()
+        classifier.predict(_texts(5))
+    finally:
+        hook.remove()
+    assert seen and not any(seen)
+    assert torch.backends.cuda.cudnn_sdp_enabled() == before  # the process-wide setting is restored
