@@ -164,9 +164,9 @@ def bare_insert_and_stage_costs(folder: Path, payload_file: Path) -> dict[str, o
     import clickhouse_connect
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+    from veil_collector.gc_tuning import tune_gc
     from veil_collector.pricing import PriceTable
     from veil_collector.receiver import Encoding, prepare
-    from veil_collector.receiver.prepare import tune_gc
     from veil_collector.scrub import ServerScrubber
     from veil_collector.store import Store
     from veil_collector.store.flatten import LLM_CALL_COLUMNS, TRACE_COLUMNS, FlatBatch, Flattener

@@ -106,10 +106,10 @@ def serve(port: int) -> None:
     from veil_collector.api.routes import guard as guard_route
     from veil_collector.auth import create_project
     from veil_collector.config import Settings
+    from veil_collector.gc_tuning import tune_gc
     from veil_collector.guard.decisions import DecisionLog
     from veil_collector.guard.scoring import Scorer
     from veil_collector.guard.service import GuardService
-    from veil_collector.receiver.prepare import tune_gc
     from veil_collector.store import Store
     from veil_collector.store.migrate import migrate
 

@@ -265,8 +265,10 @@ def serve(
 
     from veil_collector.api.deps import get_project
     from veil_collector.api.routes import guard as guard_route
+    from veil_collector.gc_tuning import tune_gc
 
     model, _ = load(device, forward_batch, model_process)
+    tune_gc()  # as the collector's lifespan does after start-up (torch is loaded here for the baseline)
     app = FastAPI()
     app.include_router(guard_route.router)
 

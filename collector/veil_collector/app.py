@@ -29,12 +29,12 @@ from veil_collector.api.routes import evaluations, guard, health, otlp, projects
 from veil_collector.auth import DEFAULT_PROJECT_ID
 from veil_collector.classify.stage import ClassifierStage
 from veil_collector.config import Settings
+from veil_collector.gc_tuning import tune_gc
 from veil_collector.guard.decisions import DecisionLog
 from veil_collector.guard.service import GuardService
 from veil_collector.pipeline import Pipeline
 from veil_collector.pricing import PriceTable
 from veil_collector.receiver import RequestPreparer
-from veil_collector.receiver.prepare import tune_gc
 from veil_collector.records import StoredBatch
 from veil_collector.scrub import ServerScrubber, pii_findings_for_span
 from veil_collector.spool import Spool

@@ -30,6 +30,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from veil_collector.gc_tuning import tune_gc
+
 if TYPE_CHECKING:
     from veil_collector.classify.base import TextClassifier
     from veil_collector.config import Settings
@@ -189,6 +191,7 @@ def _serve(conn: Connection, options: ClassifierOptions) -> None:
     except Exception as exc:  # the parent re-raises it; nothing else can be done here
         conn.send(("failed", type(exc).__name__, str(exc)))
         return
+    tune_gc()  # torch and transformers hold ~430k objects: full GC passes would stall batches for ~0.2 s
     identity = {
         "name": classifier.name,
         "version": classifier.version,

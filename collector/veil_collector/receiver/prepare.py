@@ -9,7 +9,6 @@ result is the same either way: the bytes the spool stores and the per-span valid
 from __future__ import annotations
 
 import asyncio
-import gc
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Protocol
@@ -17,6 +16,7 @@ from typing import Any, Protocol
 from fastapi.concurrency import run_in_threadpool
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from veil_collector.gc_tuning import tune_gc
 from veil_collector.receiver.codec import Encoding, decode_request
 from veil_collector.receiver.limits import decompress
 from veil_collector.receiver.validate import ValidationResult, drop_invalid_spans
@@ -62,19 +62,6 @@ def _init_worker(placeholder_key: bytes | None) -> None:
         # so that every worker gives a value of a trace the same placeholder.
         _worker_scrubber = ServerScrubber(ner_enabled=False, placeholder_key=placeholder_key)
     tune_gc()
-
-
-def tune_gc() -> None:
-    """Keep the cyclic garbage collector off the per-request hot path of a long-lived process.
-
-    ``gc.freeze()`` moves everything allocated at start-up (modules, compiled patterns, the scrubber) out
-    of the collector's reach, so full passes no longer walk it; the higher first threshold makes the
-    young-generation passes rarer while a request's short-lived objects (decoded spans, scrub results)
-    come and go by reference counting anyway. Cycles are still collected, just less often.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
 
 
 def _worker_ready() -> None:
