@@ -9,11 +9,22 @@ runs under ``torch.inference_mode()`` in bf16 where the hardware computes in bf1
 sigmoid in fp32 and returns the scores in the caller's order.
 
 Precision: ``auto`` means bf16 on CUDA (Ampere or later) and on CPUs with native bf16 instructions
-(AVX512-BF16 or AMX), fp32 elsewhere; ``fp32`` and ``bf16`` force one. bf16 runs a bf16 copy of the
+(AVX512-BF16 or AMX), fp32 elsewhere; ``fp32``, ``bf16`` and ``int8`` force one. bf16 runs a bf16 copy of the
 model's weights rather than fp32 weights under autocast: autocast re-casts activations around every layer
 norm and softmax it keeps in fp32; on this project's 2-core AVX512-BF16 box the bf16 copy ran 8.64 against
 7.88 texts/s in a one-off interleaved A/B (not a committed benchmark), while the scores moved no further
 from fp32 ones (about 1.5e-3 on bert-base either way).
+
+``int8`` (CPU only; ``ValueError`` on any other device, raised before a model is loaded there) runs the
+encoder's linear layers as int8 products with per-token activation scales
+(:mod:`~veil_collector.classify.int8` says why and what it gains) and the rest of the model in fp32. It
+keeps the batching contract: per-token scales and exact int32 accumulation make a text's scores
+independent of its batchmates, and fp32 elsewhere keeps it within 1e-5 (3.6e-7 measured on the tiny test
+model). With the rest in bf16 a text differed by up to 2.6e-3 between batched and alone there: bf16
+rounding turns fp32-level differences in accumulation order (attention over a differently padded length,
+the head's products at another batch width) into whole bf16 steps, which the int8 rounding then passes
+on. On bert-base the bf16 rest was not measurably faster (7.1 to 8.4 against 7.2 to 7.5 texts/s, three
+interleaved one-off rounds on the busy 2-core box).
 
 Attention kernels: every forward pass runs with cuDNN's attention taken out of the backends that
 ``scaled_dot_product_attention`` may pick (:data:`ATTENTION_BACKENDS`). With a padding mask, torch 2.11 sends
@@ -35,13 +46,14 @@ import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from veil_collector.classify.base import TextClassifier
 from veil_collector.classify.encoding import BatchEncoder
+from veil_collector.classify.int8 import quantize_encoder
 from veil_collector.classify.loader import LoadedModel, ModelUnavailable, load_model, resolve_model
 
 logger = logging.getLogger(__name__)
@@ -51,7 +63,7 @@ MAX_TOKENS = 512
 # longer than this many characters per token limit are all truncated to MAX_TOKENS, so they count as equal.
 CHARS_PER_TOKEN = 4
 
-Precision = Literal["auto", "fp32", "bf16"]
+Precision = Literal["auto", "fp32", "bf16", "int8"]
 
 # Every SDPA backend but cuDNN's, whose per-shape plan building stalls variable-shape batches (see above).
 ATTENTION_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
@@ -75,6 +87,36 @@ def native_bf16(device: torch.device) -> bool:
         getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     )
     return any(probe() for probe in probes if probe is not None)
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    """Refuses a precision that is unknown or that ``device`` cannot run. Makes no device call, so it can
+    run before a model is loaded onto ``device``.
+
+    Raises:
+        ValueError: an unknown precision, or ``int8`` on a device other than the CPU (its integer products
+            run through ``torch._int_mm``'s CPU kernel; see :mod:`~veil_collector.classify.int8`).
+    """
+    if precision not in get_args(Precision):
+        raise ValueError(f"precision must be one of {', '.join(get_args(Precision))}; got {precision!r}")
+    if precision == "int8" and device.type != "cpu":
+        raise ValueError(
+            f"int8 precision runs on the CPU only; got device {device}: use precision auto, bf16 or fp32 "
+            "there, or device cpu"
+        )
+
+
+def resolve_precision(precision: str, device: torch.device) -> Literal["fp32", "bf16", "int8"]:
+    """What ``precision`` means on ``device``: ``auto`` becomes bf16 where native (:func:`native_bf16`),
+    else fp32; the others stand.
+
+    Raises:
+        ValueError: see :func:`check_precision`.
+    """
+    check_precision(precision, device)
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision  # type: ignore[return-value]  # one of the three, checked above
 
 
 def plan_batches(lengths: Sequence[int], batch_size: int, max_padding: float) -> list[range]:
@@ -115,7 +157,7 @@ class ToxicityClassifier:
     tolerance, 1e-5 in fp32). Thread-safe: calls are serialized by a lock, so concurrent callers should
     batch their texts (one call with many texts is far faster than many calls with one).
 
-    In bf16 the classifier runs its own bf16 copy of ``model``; the caller's model is left as it was.
+    In bf16 and int8 the classifier runs its own copy of ``model``; the caller's model is left as it was.
 
     Args:
         model: a ``transformers`` sequence-classification model (detoxify's ``.model``).
@@ -125,8 +167,15 @@ class ToxicityClassifier:
         name: stored as ``ModelName``.
         version: stored as ``ModelVersion``.
         batch_size: most texts per forward pass.
-        precision: ``auto``, ``fp32`` or ``bf16`` (see the module docstring).
+        precision: ``auto``, ``fp32``, ``bf16`` or ``int8`` (see the module docstring).
         max_padding: most share of a batch's tokens that may be padding (see :func:`plan_batches`).
+
+    Attributes:
+        precision: what ``precision`` resolved to: ``fp32``, ``bf16`` or ``int8``.
+        bf16: whether the model's float weights are bf16 (only in ``bf16``).
+
+    Raises:
+        ValueError: see :func:`check_precision` and :func:`plan_batches`.
     """
 
     def __init__(
@@ -144,8 +193,12 @@ class ToxicityClassifier:
     ) -> None:
         plan_batches((), batch_size, max_padding)  # validates both
         device = next(model.parameters()).device
-        self.bf16 = precision == "bf16" or (precision == "auto" and native_bf16(device))
-        if self.bf16 and next(model.parameters()).dtype != torch.bfloat16:
+        self.precision = resolve_precision(precision, device)
+        self.bf16 = self.precision == "bf16"
+        if self.precision == "int8":
+            model = copy.deepcopy(model).float()
+            quantize_encoder(model)
+        elif self.bf16 and next(model.parameters()).dtype != torch.bfloat16:
             model = copy.deepcopy(model).to(torch.bfloat16)
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -228,15 +281,18 @@ def load_toxicity_classifier(
         models_dir: the offline models folder (``VEIL_MODELS_DIR``).
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         batch_size: most texts per forward pass.
-        precision: ``auto``, ``fp32`` or ``bf16`` (see the module docstring).
+        precision: ``auto``, ``fp32``, ``bf16`` or ``int8`` (see the module docstring).
         allow_fallback: when False, raise instead of falling back.
 
     Raises:
         ModelUnavailable: no weights could be had and ``allow_fallback`` is False.
-        ValueError: ``model`` names nothing known, or a file is not a detoxify checkpoint.
+        ValueError: ``model`` names nothing known, or a file is not a detoxify checkpoint, or
+            ``precision`` is unknown or not available on the device (int8 off the CPU; see
+            :func:`check_precision`).
     """
     source = resolve_model(model, models_dir)
     target = resolve_device(device)
+    check_precision(precision, target)  # before loading: a refused precision must not cost a load first
     try:
         loaded = load_model(source, target)
     except ModelUnavailable as exc:
@@ -263,7 +319,7 @@ def load_toxicity_classifier(
         classifier.name,
         classifier.version,
         target,
-        "bf16" if classifier.bf16 else "fp32",
+        classifier.precision,
         ", ".join(classifier.labels),
         ", ".join(classifier.identity_labels) or "none (lexicon)",
     )
