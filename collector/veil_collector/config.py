@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from veil_collector.store.cluster import check_cluster_name
@@ -81,6 +82,9 @@ class Settings(BaseSettings):
     models_dir: Path | None = None
     classify_inputs: bool = False
     classifier_device: str = "auto"
+    # The toxicity model's precision: auto (bf16 where the device computes it natively, else fp32), fp32,
+    # bf16, or int8: CPU only, the encoder's linear layers as int8 products (classify/int8.py), the rest fp32.
+    classifier_precision: Literal["auto", "fp32", "bf16", "int8"] = "auto"
     # The toxicity model runs in a child process: its tokenizing and kernel launches take no GIL time from
     # the HTTP event loop and ingest, and its crash is not the collector's (classify/process.py). Off: the
     # model runs in the collector's process.
@@ -123,6 +127,17 @@ class Settings(BaseSettings):
     def _check_device(cls, value: str) -> str:
         if not _DEVICE.match(value):
             raise ValueError(f"classifier_device must be auto, cpu, mps, cuda or cuda:N; got {value!r}")
+        return value
+
+    @field_validator("classifier_precision")
+    @classmethod
+    def _check_precision(cls, value: str, info: ValidationInfo) -> str:
+        # A device named outright is checked here; with "auto" the classifier checks what it resolved to.
+        device = info.data.get("classifier_device", "auto")
+        if value == "int8" and device not in ("auto", "cpu"):
+            raise ValueError(
+                f"classifier_precision int8 runs on the CPU only; classifier_device is {device!r}"
+            )
         return value
 
     @field_validator("prices_file", "alert_rules_file")

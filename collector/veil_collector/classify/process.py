@@ -34,6 +34,7 @@ from veil_collector.gc_tuning import tune_gc
 
 if TYPE_CHECKING:
     from veil_collector.classify.base import TextClassifier
+    from veil_collector.classify.toxicity import Precision
     from veil_collector.config import Settings
 
 logger = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class ClassifierOptions:
     models_dir: Path | None = None
     device: str = "auto"
     batch_size: int = 64
+    precision: Precision = "auto"
     allow_fallback: bool = True
 
 
@@ -186,6 +188,7 @@ def _serve(conn: Connection, options: ClassifierOptions) -> None:
             models_dir=options.models_dir,
             device=options.device,
             batch_size=options.batch_size,
+            precision=options.precision,
             allow_fallback=options.allow_fallback,
         )
     except Exception as exc:  # the parent re-raises it; nothing else can be done here
@@ -232,12 +235,17 @@ def start_toxicity_classifier(settings: Settings) -> TextClassifier:
         models_dir=settings.models_dir,
         device=settings.classifier_device,
         batch_size=settings.classifier_batch_size,
+        precision=settings.classifier_precision,
     )
     if not settings.classifier_process:
         from veil_collector.classify.toxicity import load_toxicity_classifier  # imports torch
 
         return load_toxicity_classifier(
-            options.model, models_dir=options.models_dir, device=options.device, batch_size=options.batch_size
+            options.model,
+            models_dir=options.models_dir,
+            device=options.device,
+            batch_size=options.batch_size,
+            precision=options.precision,
         )
     classifier = ClassifierProcess(options)
     logger.info(

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from veil_collector.classify.loader import ModelUnavailable
 from veil_collector.classify.process import (
@@ -96,3 +97,38 @@ def test_the_settings_choose_the_process_and_the_fallback_runs_there_too(tmp_pat
     in_process = start_toxicity_classifier(settings.model_copy(update={"classifier_process": False}))
     assert not isinstance(in_process, ClassifierProcess)
     assert in_process.name == "alt-profanity-check"
+
+
+def test_the_precision_setting_is_read_and_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings(data_dir=tmp_path).classifier_precision == "auto"
+    monkeypatch.setenv("VEIL_CLASSIFIER_PRECISION", "int8")
+    assert Settings(data_dir=tmp_path).classifier_precision == "int8"
+    with pytest.raises(ValidationError, match="classifier_precision"):
+        Settings(data_dir=tmp_path, classifier_precision="fp16")
+    with pytest.raises(ValidationError, match="int8 runs on the CPU only; classifier_device is 'cuda:0'"):
+        Settings(data_dir=tmp_path, classifier_device="cuda:0", classifier_precision="int8")
+    assert Settings(data_dir=tmp_path, classifier_device="cuda:0", classifier_precision="bf16")
+
+
+def test_the_precision_setting_reaches_the_classifier_in_and_out_of_process(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    settings = Settings(
+        data_dir=tmp_path, models_dir=models_dir, classifier_device="cpu", classifier_precision="int8"
+    )
+    in_process = start_toxicity_classifier(settings.model_copy(update={"classifier_process": False}))
+    assert isinstance(in_process, ToxicityClassifier)
+    assert in_process.precision == "int8"
+    expected = in_process.predict(TEXTS)
+    other = load_toxicity_classifier("original", models_dir=models_dir, device="cpu", precision="fp32")
+    # int8 scores are told apart from fp32 ones on the tiny model (5.3e-2 apart at most here)...
+    fp32 = other.predict(TEXTS)
+    assert max(abs(a[k] - b[k]) for a, b in zip(expected, fp32, strict=True) for k in a) > 1e-3
+    remote = start_toxicity_classifier(settings)
+    try:
+        assert isinstance(remote, ClassifierProcess)
+        # ... so the child's scores show which precision it runs.
+        for row, reference in zip(remote.predict(TEXTS), expected, strict=True):
+            assert row == pytest.approx(reference, abs=1e-6)
+    finally:
+        remote.close()
