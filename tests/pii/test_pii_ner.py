@@ -54,3 +54,32 @@ def test_missing_model_fails_with_a_clear_message() -> None:
 def test_unknown_ner_entity_is_rejected() -> None:
     with pytest.raises(ValueError, match="unknown NER entity types"):
         NerTier(entities=frozenset({"DATE_TIME"}))
+
+
+def test_entities_only_engine_finds_what_presidios_spacy_engine_finds(ner_scrubber: Scrubber) -> None:
+    from presidio_analyzer import AnalyzerEngine
+    from presidio_analyzer.nlp_engine import SpacyNlpEngine
+
+    tier = ner_scrubber.ner_tier
+    assert tier is not None
+    lean = tier._load().analyzer_engine
+    stock_engine = SpacyNlpEngine(
+        models=[{"lang_code": "en", "model_name": tier.spacy_model}],
+        ner_model_configuration=lean.nlp_engine.ner_model_configuration,
+    )
+    stock_engine.nlp = lean.nlp_engine.nlp
+    stock = AnalyzerEngine(registry=lean.registry, nlp_engine=stock_engine, supported_languages=["en"])
+    texts = [
+        "John Smith moved to Paris with his German friends.",
+        "Dr. Aiko Tanaka and Pedro Alvarez met in Buenos Aires; both are Catholic Brazilians.",
+        "Nothing personal here, just numbers 12 and 34.",
+        "Call Mrs. O'Brien at the Dublin office, near Lake Geneva, on Monday.",
+    ]
+    found_any = False
+    for text in texts:
+        ours = lean.analyze(text, language="en", entities=sorted(tier.entities))
+        theirs = stock.analyze(text, language="en", entities=sorted(tier.entities))
+        as_tuples = lambda results: sorted((r.start, r.end, r.entity_type, r.score) for r in results)  # noqa: E731
+        assert as_tuples(ours) == as_tuples(theirs)
+        found_any = found_any or bool(ours)
+    assert found_any

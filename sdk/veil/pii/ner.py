@@ -4,8 +4,16 @@ Presidio and spaCy are imported only when a :class:`NerTier` is built, never whe
 imported. The model is loaded from an installed package or a local path and is never downloaded
 (Presidio's own loader would call ``spacy.cli.download``). Only the ``ner`` component is kept: Presidio's
 spaCy recognizer reads nothing but ``doc.ents``, and the parser, tagger and lemmatizer would triple the
-cost. Texts are analysed in batches through :class:`presidio_analyzer.BatchAnalyzerEngine`, which calls
-``nlp.pipe``.
+cost; :class:`~veil.pii._presidio_engine.EntitiesOnlyNlpEngine` skips the per-token work that Presidio's
+engine would do for the components left out. Texts are analysed in batches through
+:class:`presidio_analyzer.BatchAnalyzerEngine`, which calls ``nlp.pipe``.
+
+The model's layers are built on thinc's numpy backend without BLIS (``use_blis=False``), so their matrix
+products go to numpy's OpenBLAS, which picks its kernels for the CPU at run time. The BLIS build that
+thinc ships fell back to its generic kernels on this project's AMD EPYC box and multiplied 2.8x slower
+than numpy (8000x288 by 288x288: 38.6 against 13.6 ms); the NER pass ran 1.28x faster with numpy (0.079
+against 0.062 MB/s in a one-off run of ``nlp.pipe`` on ``bench/pii_speed.py``'s PII-dense texts). The
+parser's per-step products stay on BLIS: spaCy calls it from compiled code.
 """
 
 from __future__ import annotations
@@ -96,17 +104,21 @@ class NerTier:
         self.check_available()
         import spacy
         from presidio_analyzer import AnalyzerEngine, BatchAnalyzerEngine, RecognizerRegistry
-        from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine
+        from presidio_analyzer.nlp_engine import NerModelConfiguration
         from presidio_analyzer.predefined_recognizers import SpacyRecognizer
+        from thinc.api import use_ops
 
-        nlp = spacy.load(self.spacy_model)
+        from veil.pii._presidio_engine import EntitiesOnlyNlpEngine
+
+        with use_ops("numpy", use_blis=False):  # see the module docstring
+            nlp = spacy.load(self.spacy_model)
         nlp.select_pipes(enable=[name for name in nlp.pipe_names if name == "ner"])
         wanted = {label: kind for label, kind in _LABELS.items() if kind in self.entities}
         config = NerModelConfiguration(
             model_to_presidio_entity_mapping=wanted,
             labels_to_ignore=sorted(set(nlp.get_pipe("ner").labels) - set(wanted)),
         )
-        nlp_engine = SpacyNlpEngine(
+        nlp_engine = EntitiesOnlyNlpEngine(
             models=[{"lang_code": "en", "model_name": self.spacy_model}], ner_model_configuration=config
         )
         nlp_engine.nlp = {"en": nlp}  # the loaded, trimmed pipeline; SpacyNlpEngine.load() might download
