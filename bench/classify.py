@@ -15,7 +15,14 @@ Runners:
   detoxify pads each chunk to its longest text.
 - ``veil batch=b``: ``ToxicityClassifier.predict(texts)`` on the whole list (the collector's worker drains
   a backlog): length-sorted batches of at most b texts with at most 20 % padding, padded per batch,
-  ``inference_mode``, bf16 weights where the device computes bf16 natively.
+  ``inference_mode``, in the ``auto`` precision: int8 on CPUs with VNNI or AMX, else bf16 where the device
+  computes bf16 natively, else fp32. On the CPU the rows of the other fast precisions run too, at the same
+  batch sizes: ``veil bf16`` (where native) and ``veil int8`` (the encoder's linear layers as int8 products
+  with per-token scales, the rest in fp32: ``veil_collector.classify.int8``).
+- ``veil fp32`` (where ``auto`` is not fp32): controls at the two smallest batch sizes.
+
+The table's notes give how far the bf16 and int8 scores are from ``veil fp32`` ones (max |diff| over
+every label of every text) on the benchmark's texts.
 
 Slow configurations (per-request, batch 1) run on a prefix of the texts (same length mix) to bound the
 run time. FLOPs count only real (unpadded) tokens: per layer ``2 * L * (4 h^2 + 2 h i) + 4 * L^2 * h``;
@@ -53,7 +60,12 @@ sys.path.insert(0, str(ROOT / "collector"))
 
 from veil_collector.classify.encoding import BatchEncoder  # noqa: E402
 from veil_collector.classify.loader import load_model, resolve_model  # noqa: E402
-from veil_collector.classify.toxicity import MAX_TOKENS, ToxicityClassifier, resolve_device  # noqa: E402
+from veil_collector.classify.toxicity import (  # noqa: E402
+    MAX_TOKENS,
+    ToxicityClassifier,
+    native_bf16,
+    resolve_device,
+)
 
 CLASSES = ["toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate"]
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ","]
@@ -241,7 +253,7 @@ def main() -> None:
 
         return run
 
-    precision = "bf16" if ours.bf16 else "fp32"
+    precision = ours.precision
     if args.profile:
         profile(ours, texts, warmup, device, args.out)
         return
@@ -257,14 +269,29 @@ def main() -> None:
         )
         for size in plan.chunks
     ]
+    # `auto`'s precision, and on the CPU the other fast ones, so that precisions compare within one run.
+    classifiers = {precision: ours}
+    if device.type == "cpu":
+        for other in ("bf16", "int8"):
+            if other not in classifiers and (other == "int8" or native_bf16(device)):
+                classifiers[other] = ToxicityClassifier.from_loaded(loaded, precision=other)
+    names = sorted(classifiers, key=("fp32", "bf16", "int8").index)
     configs += [
-        (f"veil {precision}", size, count(plan, size), veil_batches(ours, size)) for size in plan.batch_sizes
+        (f"veil {name}", size, count(plan, size), veil_batches(classifiers[name], size))
+        for name in names
+        for size in plan.batch_sizes
     ]
-    if ours.bf16:  # controls: how much of the gain is batching, how much is precision
+    if precision != "fp32":  # controls: how much of the gain is batching, how much is precision
         configs += [
             ("veil fp32", size, count(plan, size), veil_batches(fp32, size))
             for size in (plan.batch_sizes[0], plan.batch_sizes[1])
         ]
+    reference = fp32.predict(texts)
+    differences = {
+        f"veil {name}": max_difference(classifiers[name].predict(texts), reference)
+        for name in names
+        if name != "fp32"
+    }
 
     best: dict[int, float] = {}
     for round_ in range(plan.rounds):  # rounds interleave the runners, so a burst of load hits all alike
@@ -286,12 +313,20 @@ def main() -> None:
     ]
 
     device_name, peak = peak_tflops(device, args.peak_tflops)
-    table = render(rows, device, device_name, peak, lengths, setup_s, args.quick, precision, plan.rounds)
+    table = render(
+        rows, device, device_name, peak, lengths, setup_s, args.quick, precision, plan.rounds, differences
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"classify_{device.type}.md"
     path.write_text(table)
     print(table)
     print(f"written to {path}")
+
+
+def max_difference(scores: list[dict[str, float]], reference: list[dict[str, float]]) -> float:
+    """Largest |score - reference score| over every label of every text."""
+    pairs = zip(scores, reference, strict=True)
+    return max(abs(row[label] - expected[label]) for row, expected in pairs for label in row)
 
 
 TOKENIZE_TEXTS = 4096
@@ -383,12 +418,14 @@ def render(
     quick: bool,
     precision: str,
     rounds: int,
+    differences: dict[str, float],
 ) -> str:
     per_request = next(r for r in rows if r.runner == "detoxify per-request")
     detoxify_best = max((r for r in rows if r.runner.startswith("detoxify")), key=lambda r: r.texts_per_s)
     chunked_best = max((r for r in rows if r.runner == "detoxify chunk"), key=lambda r: r.texts_per_s)
     veil_best = max((r for r in rows if r.runner.startswith("veil")), key=lambda r: r.texts_per_s)
     ordered = sorted(lengths)
+    int8_rows = any(row.runner == "veil int8" for row in rows)
     lines = [
         f"# Toxicity classifier throughput ({device.type}{', quick' if quick else ''})",
         "",
@@ -399,8 +436,10 @@ def render(
         f"- texts: {len(lengths)}; tokens per text after truncation: mean {sum(lengths) / len(lengths):.0f}, "
         f"median {ordered[len(ordered) // 2]}, max {ordered[-1]}; per-request and batch-1 rows score the "
         f"first {per_request.texts}; best of {rounds} interleaved rounds",
-        f"- precision: detoxify fp32 (its default); veil {precision} (`auto`: bf16 weights where native); "
-        "veil batches hold at most 20 % padding"
+        f"- precision: detoxify fp32 (its default); veil `auto` = {precision} (int8 on CPUs with VNNI or "
+        "AMX, else bf16 weights where native)"
+        + ("; veil int8: the encoder's linear layers in int8, the rest fp32" if int8_rows else "")
+        + "; veil batches hold at most 20 % padding"
         + ("; quick run on a shared, busy machine: compare ratios, not absolute rates" if quick else ""),
         "",
         "| runner | batch/chunk | texts | texts/s | vs per-request | vs best detoxify | TFLOP/s |"
@@ -427,6 +466,12 @@ def render(
         f"{veil_best.texts_per_s / chunked_best.texts_per_s:.2f}x the best chunked-list detoxify "
         f"(chunk {chunked_best.size}); target >= {target:.0f}x.",
     ]
+    if differences:
+        lines.append(
+            f"Scores against veil fp32 on all {len(lengths)} texts, max |diff| over every label: "
+            + ", ".join(f"{name} {difference:.1e}" for name, difference in differences.items())
+            + "."
+        )
     if peak:
         lines.append(
             f"Useful work: {veil_best.tflops:.1f} TFLOP/s = {100 * veil_best.tflops / peak:.1f} % of the "
