@@ -82,9 +82,8 @@ class Settings(BaseSettings):
     models_dir: Path | None = None
     classify_inputs: bool = False
     classifier_device: str = "auto"
-    # The toxicity model's precision: fp32, bf16, or int8 (CPU only: the encoder's linear layers as int8
-    # products, classify/int8.py, the rest fp32); auto: int8 on CPUs with VNNI or AMX, else bf16 where the
-    # device computes it natively, else fp32.
+    # The toxicity model's precision: auto (bf16 where the device computes it natively, else fp32), fp32,
+    # bf16, or int8: CPU only, the encoder's linear layers as int8 products (classify/int8.py), the rest fp32.
     classifier_precision: Literal["auto", "fp32", "bf16", "int8"] = "auto"
     # The toxicity model runs in a child process: its tokenizing and kernel launches take no GIL time from
     # the HTTP event loop and ingest, and its crash is not the collector's (classify/process.py). Off: the

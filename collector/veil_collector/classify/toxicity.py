@@ -5,12 +5,11 @@ chunk, and one long text makes every text in its chunk pay for its length. :clas
 instead sorts texts by length and cuts length-homogeneous batches (:func:`plan_batches`: at most
 ``batch_size`` texts, and at most ``max_padding`` of a batch's tokens are padding), pads each batch only to
 its own longest text (tokenized ahead of its forward pass by :mod:`~veil_collector.classify.encoding`),
-runs under ``torch.inference_mode()`` in int8 or bf16 where the hardware computes in them natively
-(Precision, below), applies a sigmoid in fp32 and returns the scores in the caller's order.
+runs under ``torch.inference_mode()`` in bf16 where the hardware computes in bf16 natively, applies a
+sigmoid in fp32 and returns the scores in the caller's order.
 
-Precision: ``auto`` means int8 on CPUs with int8 dot-product instructions (AVX512-VNNI or AMX), else bf16
-on CUDA (Ampere or later) and on CPUs with native bf16 instructions (AVX512-BF16 or AMX), fp32 elsewhere;
-``fp32``, ``bf16`` and ``int8`` force one. bf16 runs a bf16 copy of the
+Precision: ``auto`` means bf16 on CUDA (Ampere or later) and on CPUs with native bf16 instructions
+(AVX512-BF16 or AMX), fp32 elsewhere; ``fp32``, ``bf16`` and ``int8`` force one. bf16 runs a bf16 copy of the
 model's weights rather than fp32 weights under autocast: autocast re-casts activations around every layer
 norm and softmax it keeps in fp32; on this project's 2-core AVX512-BF16 box the bf16 copy ran 8.64 against
 7.88 texts/s in a one-off interleaved A/B (not a committed benchmark), while the scores moved no further
@@ -25,11 +24,7 @@ model). With the rest in bf16 a text differed by up to 2.6e-3 between batched an
 rounding turns fp32-level differences in accumulation order (attention over a differently padded length,
 the head's products at another batch width) into whole bf16 steps, which the int8 rounding then passes
 on. On bert-base the bf16 rest was not measurably faster (7.1 to 8.4 against 7.2 to 7.5 texts/s, three
-interleaved one-off rounds on the busy 2-core box). ``auto`` picks int8 where VNNI or AMX is there because
-on the 2-core AVX512-VNNI box it ran 1.35x bf16's texts/s (2.46x against 1.82x ``Detoxify.predict()`` per
-request) with scores 3.3e-3 from fp32 ones at most (bf16: 1.7e-3) on the random bert-base of
-``bench/classify.py`` (``bench/results/classify_cpu.md``). Random weights are a proxy: a trained model's
-outlier activations could cost int8 more; ``precision="bf16"`` (``VEIL_CLASSIFIER_PRECISION``) opts out.
+interleaved one-off rounds on the busy 2-core box).
 
 Attention kernels: every forward pass runs with cuDNN's attention taken out of the backends that
 ``scaled_dot_product_attention`` may pick (:data:`ATTENTION_BACKENDS`). With a padding mask, torch 2.11 sends
@@ -94,15 +89,6 @@ def native_bf16(device: torch.device) -> bool:
     return any(probe() for probe in probes if probe is not None)
 
 
-def native_int8(device: torch.device) -> bool:
-    """Whether ``device`` is a CPU with int8 dot-product instructions (AVX512-VNNI or AMX), where ``auto``
-    precision means int8. Makes no CUDA call."""
-    if device.type != "cpu":
-        return False
-    probes = (getattr(torch.cpu, name, None) for name in ("_is_vnni_supported", "_is_amx_tile_supported"))
-    return any(probe() for probe in probes if probe is not None)
-
-
 def check_precision(precision: str, device: torch.device) -> None:
     """Refuses a precision that is unknown or that ``device`` cannot run. Makes no device call, so it can
     run before a model is loaded onto ``device``.
@@ -121,16 +107,14 @@ def check_precision(precision: str, device: torch.device) -> None:
 
 
 def resolve_precision(precision: str, device: torch.device) -> Literal["fp32", "bf16", "int8"]:
-    """What ``precision`` means on ``device``: ``auto`` becomes int8 on a CPU with int8 instructions
-    (:func:`native_int8`), else bf16 where native (:func:`native_bf16`), else fp32; the others stand.
+    """What ``precision`` means on ``device``: ``auto`` becomes bf16 where native (:func:`native_bf16`),
+    else fp32; the others stand.
 
     Raises:
         ValueError: see :func:`check_precision`.
     """
     check_precision(precision, device)
     if precision == "auto":
-        if native_int8(device):
-            return "int8"
         return "bf16" if native_bf16(device) else "fp32"
     return precision  # type: ignore[return-value]  # one of the three, checked above
 

@@ -144,18 +144,7 @@ def test_int8_is_refused_off_the_cpu_before_anything_is_loaded(
         load_toxicity_classifier("original", models_dir=models_dir, device="cpu", precision="fp16")  # type: ignore[arg-type]
 
 
-def test_auto_precision_is_int8_on_cpus_with_int8_instructions(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auto_precision_stays_bf16_or_fp32() -> None:
     cpu = torch.device("cpu")
-    monkeypatch.setattr(toxicity, "native_bf16", lambda device: True)
-    monkeypatch.setattr(toxicity, "native_int8", lambda device: True)
-    assert resolve_precision("auto", cpu) == "int8"
-    monkeypatch.setattr(toxicity, "native_int8", lambda device: False)
-    assert resolve_precision("auto", cpu) == "bf16"
-    monkeypatch.setattr(toxicity, "native_bf16", lambda device: False)
-    assert resolve_precision("auto", cpu) == "fp32"
+    assert resolve_precision("auto", cpu) == ("bf16" if toxicity.native_bf16(cpu) else "fp32")
     assert resolve_precision("int8", cpu) == "int8"
-
-
-def test_native_int8_is_a_cpu_property_and_asks_no_gpu() -> None:
-    assert not toxicity.native_int8(torch.device("cuda"))  # no CUDA call: this machine may have none
-    assert not toxicity.native_int8(torch.device("mps"))
