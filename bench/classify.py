@@ -15,8 +15,8 @@ Runners:
   detoxify pads each chunk to its longest text.
 - ``veil batch=b``: ``ToxicityClassifier.predict(texts)`` on the whole list (the collector's worker drains
   a backlog): length-sorted batches of at most b texts with at most 20 % padding, padded per batch,
-  ``inference_mode``, in the ``auto`` precision: int8 on CPUs with VNNI or AMX, else bf16 where the device
-  computes bf16 natively, else fp32. On the CPU the rows of the other fast precisions run too, at the same
+  ``inference_mode``, in the ``auto`` precision: bf16 where the device computes bf16 natively, else fp32.
+  On the CPU the rows of the other fast precisions run too, at the same
   batch sizes: ``veil bf16`` (where native) and ``veil int8`` (the encoder's linear layers as int8 products
   with per-token scales, the rest in fp32: ``veil_collector.classify.int8``).
 - ``veil fp32`` (where ``auto`` is not fp32): controls at the two smallest batch sizes.
@@ -436,8 +436,8 @@ def render(
         f"- texts: {len(lengths)}; tokens per text after truncation: mean {sum(lengths) / len(lengths):.0f}, "
         f"median {ordered[len(ordered) // 2]}, max {ordered[-1]}; per-request and batch-1 rows score the "
         f"first {per_request.texts}; best of {rounds} interleaved rounds",
-        f"- precision: detoxify fp32 (its default); veil `auto` = {precision} (int8 on CPUs with VNNI or "
-        "AMX, else bf16 weights where native)"
+        f"- precision: detoxify fp32 (its default); veil `auto` = {precision} (bf16 weights where native, "
+        "else fp32)"
         + ("; veil int8: the encoder's linear layers in int8, the rest fp32" if int8_rows else "")
         + "; veil batches hold at most 20 % padding"
         + ("; quick run on a shared, busy machine: compare ratios, not absolute rates" if quick else ""),
