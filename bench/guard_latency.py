@@ -23,8 +23,9 @@ on the weights. Texts are 10 to 60 words.
 Targets at 64 clients: guard throughput >= 10x per-request, guard p99 <= 3x its p50.
 
 Usage: python bench/guard_latency.py [--quick] [--device auto|cpu|cuda] [--transport http|inproc]
-       [--client-procs N] [--torch-threads N] [--forward-batch N] [--in-process-model] [--out DIR]
-Writes guard_latency.<device>.<transport>.md into ``--out`` (default bench/results).
+       [--client-procs N] [--torch-threads N] [--forward-batch N] [--in-process-model]
+       [--precision auto|fp32|bf16|int8] [--out DIR]
+Writes guard_latency.<device>.<transport>[.<precision>].md into ``--out`` (default bench/results).
 """
 
 from __future__ import annotations
@@ -92,9 +93,11 @@ class Loaded:
         close_classifier(self.classifier)
 
 
-def load(device: str, forward_batch: int = 64, model_process: bool = True) -> tuple[Loaded, str]:
+def load(
+    device: str, forward_batch: int = 64, model_process: bool = True, precision: str = "auto"
+) -> tuple[Loaded, str]:
     """The guard service as the collector builds it (its classifier in a child process unless
-    ``model_process`` is False) and, for the baseline, detoxify loaded in this process."""
+    ``model_process`` is False, in ``precision``) and, for the baseline, detoxify loaded in this process."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from veil_collector.classify.loader import load_model, resolve_model
     from veil_collector.classify.process import ClassifierOptions, ClassifierProcess
@@ -108,10 +111,16 @@ def load(device: str, forward_batch: int = 64, model_process: bool = True) -> tu
     # The guard gathers up to 64 texts; the classifier runs them in length-sorted passes of forward_batch.
     classifier = (
         ClassifierProcess(
-            ClassifierOptions("original", models_dir=folder, device=str(target), batch_size=forward_batch)
+            ClassifierOptions(
+                "original",
+                models_dir=folder,
+                device=str(target),
+                batch_size=forward_batch,
+                precision=precision,  # type: ignore[arg-type]  # argparse's choices
+            )
         )
         if model_process
-        else ToxicityClassifier.from_loaded(loaded, batch_size=forward_batch)
+        else ToxicityClassifier.from_loaded(loaded, batch_size=forward_batch, precision=precision)  # type: ignore[arg-type]
     )
     service = GuardService(Scorer(classifier), max_batch=64)
     return Loaded(service, loaded.detoxify, str(target), classifier), weights
@@ -248,6 +257,7 @@ def serve(
     torch_threads: int | None,
     forward_batch: int,
     model_process: bool,
+    precision: str,
 ) -> None:
     """The HTTP side: the real guard route plus a per-request detoxify endpoint, in one uvicorn app."""
     if torch_threads is not None:
@@ -267,7 +277,7 @@ def serve(
     from veil_collector.api.routes import guard as guard_route
     from veil_collector.gc_tuning import tune_gc
 
-    model, _ = load(device, forward_batch, model_process)
+    model, _ = load(device, forward_batch, model_process, precision)
     tune_gc()  # as the collector's lifespan does after start-up (torch is loaded here for the baseline)
     app = FastAPI()
     app.include_router(guard_route.router)
@@ -475,6 +485,12 @@ def main() -> None:
     parser.add_argument(
         "--forward-batch", type=int, default=64, help="texts per forward pass (classifier_batch_size)"
     )
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "int8"),
+        default="auto",
+        help="the guard classifier's precision (VEIL_CLASSIFIER_PRECISION); the baseline keeps detoxify's",
+    )
     parser.add_argument("--client-procs", type=int, default=4, help="load-generator processes per row")
     parser.add_argument(
         "--in-process-model",
@@ -493,6 +509,7 @@ def main() -> None:
             args.torch_threads,
             args.forward_batch,
             not args.in_process_model,
+            args.precision,
         )
         return
     if args.load is not None:
@@ -503,7 +520,7 @@ def main() -> None:
         return
     seconds = args.seconds or (4.0 if args.quick else 15.0)
     if args.transport == "inproc":
-        model, weights = load(args.device, args.forward_batch, not args.in_process_model)
+        model, weights = load(args.device, args.forward_batch, not args.in_process_model, args.precision)
         device = model.device
         rows = asyncio.run(run_inproc(model, seconds, texts(4096)))
         model.close()
@@ -519,7 +536,7 @@ def main() -> None:
             command += ["--switch-interval", str(args.switch_interval)]
         if args.torch_threads is not None:
             command += ["--torch-threads", str(args.torch_threads)]
-        command += ["--forward-batch", str(args.forward_batch)]
+        command += ["--forward-batch", str(args.forward_batch), "--precision", args.precision]
         if args.in_process_model:
             command.append("--in-process-model")
         process = subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -533,12 +550,15 @@ def main() -> None:
         args.transport if args.transport == "inproc" else f"http ({args.client_procs} client processes)"
     )
     threads = args.torch_threads if args.transport == "http" else None
+    if args.precision != "auto":
+        weights += f"; guard classifier in {args.precision}"
     text = report(
         rows, device=device, weights=weights, transport=transport, seconds=seconds, torch_threads=threads
     )
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"guard_latency.{device.split(':')[0]}.{args.transport}.md").write_text(text)
+    variant = "" if args.precision == "auto" else f".{args.precision}"
+    (args.out / f"guard_latency.{device.split(':')[0]}.{args.transport}{variant}.md").write_text(text)
 
 
 if __name__ == "__main__":
