@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from veil_collector.classify.base import Precision
 from veil_collector.store.cluster import check_cluster_name
 
 MIB = 1024 * 1024
@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     classifier_device: str = "auto"
     # The toxicity model's precision: auto (bf16 where the device computes it natively, else fp32), fp32,
     # bf16, or int8: CPU only, the encoder's linear layers as int8 products (classify/int8.py), the rest fp32.
-    classifier_precision: Literal["auto", "fp32", "bf16", "int8"] = "auto"
+    classifier_precision: Precision = "auto"
     # The toxicity model runs in a child process: its tokenizing and kernel launches take no GIL time from
     # the HTTP event loop and ingest, and its crash is not the collector's (classify/process.py). Off: the
     # model runs in the collector's process.

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
+
+# A toxicity model's precision (``classify.toxicity`` says what each means); here, away from torch, so that
+# the settings can name it too.
+Precision = Literal["auto", "fp32", "bf16", "int8"]
 
 
 class ModelIdentity(Protocol):

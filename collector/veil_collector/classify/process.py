@@ -33,8 +33,7 @@ from typing import TYPE_CHECKING, Any
 from veil_collector.gc_tuning import tune_gc
 
 if TYPE_CHECKING:
-    from veil_collector.classify.base import TextClassifier
-    from veil_collector.classify.toxicity import Precision
+    from veil_collector.classify.base import Precision, TextClassifier
     from veil_collector.config import Settings
 
 logger = logging.getLogger(__name__)

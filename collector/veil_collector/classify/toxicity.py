@@ -51,7 +51,7 @@ from typing import Literal, get_args
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from veil_collector.classify.base import TextClassifier
+from veil_collector.classify.base import Precision, TextClassifier
 from veil_collector.classify.encoding import BatchEncoder
 from veil_collector.classify.int8 import quantize_encoder
 from veil_collector.classify.loader import LoadedModel, ModelUnavailable, load_model, resolve_model
@@ -62,8 +62,6 @@ MAX_TOKENS = 512
 # Character lengths stand in for token lengths when batches are cut (no tokenization pass up front); texts
 # longer than this many characters per token limit are all truncated to MAX_TOKENS, so they count as equal.
 CHARS_PER_TOKEN = 4
-
-Precision = Literal["auto", "fp32", "bf16", "int8"]
 
 # Every SDPA backend but cuDNN's, whose per-shape plan building stalls variable-shape batches (see above).
 ATTENTION_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
