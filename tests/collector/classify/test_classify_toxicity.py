@@ -9,6 +9,7 @@ import pytest
 import torch
 from tiny_detoxify import IDENTITY_CLASSES, WORDS
 
+from veil_collector.classify.base import Precision
 from veil_collector.classify.fallback import ProfanityClassifier
 from veil_collector.classify.loader import ModelUnavailable, load_model, resolve_model
 from veil_collector.classify.toxicity import ToxicityClassifier, load_toxicity_classifier, plan_batches
@@ -64,10 +65,13 @@ def test_unbiased_identity_heads_are_labels_too(models_dir: Path) -> None:
     assert len(scores) == 16
 
 
-def test_batched_scores_equal_one_by_one_in_original_order(models_dir: Path) -> None:
+# int8 too: its per-token scales and exact integer products keep a text's scores independent of its batch.
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_batched_scores_equal_one_by_one_in_original_order(models_dir: Path, precision: Precision) -> None:
     loaded = load_model(resolve_model("original", models_dir))
     # A loose padding bound, so that batches really mix lengths and padding must be masked.
-    classifier = ToxicityClassifier.from_loaded(loaded, batch_size=4, precision="fp32", max_padding=0.95)
+    classifier = ToxicityClassifier.from_loaded(loaded, batch_size=4, precision=precision, max_padding=0.95)
+    assert classifier.precision == precision
     texts = _texts(23)
     batched = classifier.predict(texts)
     assert len(batched) == len(texts)
