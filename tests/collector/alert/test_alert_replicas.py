@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from test_alert_api import FILE_RULES
 from test_alert_events import T0, evaluation
 from test_alert_windows import seed_calls
 
@@ -30,13 +31,6 @@ from veil_collector.api.routes.alerts import router
 RELOAD = 0.2
 HEARTBEAT = 0.5
 LIVENESS = 3 * HEARTBEAT
-FILE_RULES = """
-rules:
-  - id: from-file
-    name: From the file
-    event: {type: guard_block}
-    destinations: [{name: chat, type: slack, url: "https://hooks.slack.com/services/T/B/X"}]
-"""
 WINDOW_RULES = """
 rules:
   - id: errors
