@@ -3,9 +3,9 @@
 A full (generation 2) pass walks every container object the process holds. After start-up that is mostly
 what start-up loaded and never frees: modules, compiled patterns, the NER pipeline and, in a process that
 imports torch and transformers, several hundred thousand more (429,000 objects and a 190 ms pass on this
-project's CPU box with the classifier's imports). Under load such a pass runs every few seconds and stops
-every request in flight for its whole length: it was the 250 ms p99 of ``POST /v1/guard`` at 64 clients
-(``bench/results/guard_latency.md``).
+project's CPU box with the classifier's imports, in a one-off timing of ``gc.collect()``). Under load such
+a pass runs every few seconds and stops every request in flight for its whole length: it was the 250 ms
+p99 of ``POST /v1/guard`` at 64 clients (``bench/results/guard_latency.md``).
 """
 
 from __future__ import annotations
