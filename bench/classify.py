@@ -20,6 +20,9 @@ Runners:
   batch sizes: ``veil bf16`` (where native) and ``veil int8`` (the encoder's linear layers as int8 products
   with per-token scales, the rest in fp32: ``veil_collector.classify.int8``).
 - ``veil fp32`` (where ``auto`` is not fp32): controls at the two smallest batch sizes.
+- ``veil bf16 sdpa`` (where ``auto`` attention is flash-varlen, i.e. on CUDA): the same classifier with
+  masked ``scaled_dot_product_attention`` instead of the variable-length flash kernel, at the three largest
+  batch sizes (``veil_collector.classify.varlen_attention``).
 
 The table's notes give how far the bf16 and int8 scores are from ``veil fp32`` ones (max |diff| over
 every label of every text) on the benchmark's texts.
@@ -59,7 +62,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "collector"))
 
 from veil_collector.classify.encoding import BatchEncoder  # noqa: E402
-from veil_collector.classify.loader import load_model, resolve_model  # noqa: E402
+from veil_collector.classify.loader import LoadedModel, load_model, resolve_model  # noqa: E402
 from veil_collector.classify.toxicity import (  # noqa: E402
     MAX_TOKENS,
     ToxicityClassifier,
@@ -217,6 +220,12 @@ def main() -> None:
         action="store_true",
         help="only time tokenizing, the tokenizer's call against veil's (classify_<device>_tokenize.md)",
     )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="only compare veil with and without torch.compile (dynamic shapes) at batch 128 and 256 on all "
+        "texts, compile time included in the table (classify_<device>_compile.md)",
+    )
     parser.add_argument("--peak-tflops", type=float, default=None, help="the device's dense bf16 TFLOP/s")
     args = parser.parse_args()
 
@@ -257,6 +266,9 @@ def main() -> None:
     if args.profile:
         profile(ours, texts, warmup, device, args.out)
         return
+    if args.compile:
+        compiled(loaded, texts, lengths, config, device, args.out, *peak_tflops(device, args.peak_tflops))
+        return
     if args.tokenize:
         tokenizing(ours, make_texts(TOKENIZE_TEXTS, vocabulary, rng), device, args.out)
         return
@@ -286,6 +298,13 @@ def main() -> None:
             ("veil fp32", size, count(plan, size), veil_batches(fp32, size))
             for size in (plan.batch_sizes[0], plan.batch_sizes[1])
         ]
+    if ours.attention == "flash-varlen":  # control: how much of the gain is the attention kernel
+        classifiers["bf16 sdpa"] = ToxicityClassifier.from_loaded(loaded, attention="sdpa")
+        configs += [
+            ("veil bf16 sdpa", size, count(plan, size), veil_batches(classifiers["bf16 sdpa"], size))
+            for size in plan.batch_sizes[-3:]
+        ]
+        names.append("bf16 sdpa")
     reference = fp32.predict(texts)
     differences = {
         f"veil {name}": max_difference(classifiers[name].predict(texts), reference)
@@ -314,7 +333,17 @@ def main() -> None:
 
     device_name, peak = peak_tflops(device, args.peak_tflops)
     table = render(
-        rows, device, device_name, peak, lengths, setup_s, args.quick, precision, plan.rounds, differences
+        rows,
+        device,
+        device_name,
+        peak,
+        lengths,
+        setup_s,
+        args.quick,
+        precision,
+        ours.attention,
+        plan.rounds,
+        differences,
     )
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"classify_{device.type}.md"
@@ -386,6 +415,58 @@ def tokenizing(classifier: ToxicityClassifier, texts: list[str], device: torch.d
     print(text)
 
 
+COMPILE_BATCHES = (128, 256)
+COMPILE_ROUNDS = 3
+
+
+def compiled(
+    loaded: LoadedModel,
+    texts: list[str],
+    lengths: list[int],
+    config: BertConfig,
+    device: torch.device,
+    out: Path,
+    device_name: str,
+    peak: float | None,
+) -> None:
+    """An experiment, not a collector option: would ``torch.compile`` (kernel fusion of the layer norms, GELU
+    and residual adds, a quarter of the GPU time in the profile) pay for its compile time and its
+    recompiles on new shapes? Same texts and batch sizes, eager and compiled classifiers interleaved."""
+    eager = ToxicityClassifier.from_loaded(loaded)
+    fused = ToxicityClassifier.from_loaded(loaded)
+    fused.model = torch.compile(fused.model, dynamic=True)
+    fused.batch_size = COMPILE_BATCHES[0]
+    compile_s = timed(lambda: fused.predict(texts), device)  # compiles (and recompiles) on first shapes
+    flops = sum(flops_per_text(tokens, config) for tokens in lengths)
+    best: dict[tuple[str, int], float] = {}
+    for _ in range(COMPILE_ROUNDS):
+        for name, classifier in (("eager", eager), ("compiled", fused)):
+            for size in COMPILE_BATCHES:
+                classifier.batch_size = size
+                seconds = timed(lambda c=classifier: c.predict(texts), device)
+                best[name, size] = min(best.get((name, size), seconds), seconds)
+    difference = max_difference(fused.predict(texts), eager.predict(texts))
+    lines = [
+        f"# torch.compile experiment ({device_name}; torch {torch.__version__})",
+        "",
+        f"{len(texts)} texts of the benchmark's mix, attention {eager.attention}, precision "
+        f"{eager.precision}; best of {COMPILE_ROUNDS} interleaved rounds; first compiled pass (compiling) "
+        f"{compile_s:.1f} s; scores compiled vs eager max |diff| {difference:.1e}. "
+        "Command: `python bench/classify.py --compile`.",
+        "",
+        "| runner | batch | texts/s | vs eager | % of bf16 peak |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for (name, size), seconds in best.items():
+        share = f"{100 * flops / seconds / 1e12 / peak:.1f} %" if peak else "n/a"
+        speedup = best["eager", size] / seconds
+        lines.append(f"| {name} | {size} | {len(texts) / seconds:,.1f} | {speedup:.2f}x | {share} |")
+    text = "\n".join(lines) + "\n"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"classify_{device.type}_compile.md").write_text(text)
+    print(text)
+
+
 def profile(
     classifier: ToxicityClassifier, texts: list[str], warmup: list[str], device: torch.device, out: Path
 ) -> None:
@@ -417,6 +498,7 @@ def render(
     setup_s: float,
     quick: bool,
     precision: str,
+    attention: str,
     rounds: int,
     differences: dict[str, float],
 ) -> str:
@@ -437,7 +519,7 @@ def render(
         f"median {ordered[len(ordered) // 2]}, max {ordered[-1]}; per-request and batch-1 rows score the "
         f"first {per_request.texts}; best of {rounds} interleaved rounds",
         f"- precision: detoxify fp32 (its default); veil `auto` = {precision} (bf16 weights where native, "
-        "else fp32)"
+        f"else fp32); veil attention `auto` = {attention}"
         + ("; veil int8: the encoder's linear layers in int8, the rest fp32" if int8_rows else "")
         + "; veil batches hold at most 20 % padding"
         + ("; quick run on a shared, busy machine: compare ratios, not absolute rates" if quick else ""),

@@ -6,11 +6,13 @@
 #   guard            bench/guard_latency.py over HTTP: micro-batched POST /v1/guard (classifier in its own
 #                    process, the collector's default) against detoxify once per request
 #   guard-inprocess  the same with the classifier in the server process (classifier_process=false)
+#   compile          (not run by default) bench/classify.py --compile: the torch.compile experiment
 #
 # The GPU machine's python3 has torch and transformers but neither detoxify nor the web stack. Before the run:
 #   cp .venv/lib/python3.11/site-packages/detoxify/*.py bench/vendor/detoxify/   (ignored by git)
-#   wheels of fastapi, uvicorn, httptools (else uvicorn parses HTTP in pure Python, which bounded the guard
-#   route on the H200), pydantic(-settings), clickhouse-connect, opentelemetry-* and their needs in .whl/
+#   wheels of pytest, pluggy, iniconfig (the test step), fastapi, uvicorn, httptools (else uvicorn parses HTTP
+#   in pure Python, which bounded the guard route on the H200), pydantic(-settings), clickhouse-connect,
+#   opentelemetry-* and their needs in .whl/
 #   (python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 ... -d .whl NAME==VERSION)
 # and carry both folders. Usage:  OUT=/path/to/results bash bench/gpu.sh [STEP...]
 # Writes each step's table and log into $OUT (default bench/results); guard-inprocess into $OUT/inprocess/.
@@ -25,7 +27,7 @@ OUT="${OUT:-bench/results}"
 mkdir -p "$OUT"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(classify profile guard guard-inprocess)
+[ ${#steps[@]} -eq 0 ] && steps=(test classify profile guard guard-inprocess)
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv || true
 
 site=/tmp/veil-site
@@ -37,12 +39,20 @@ failed=0
 for step in "${steps[@]}"; do
     echo "=== $step"
     case "$step" in
+    test)
+        wheels
+        PYTHONPATH="sdk:collector:bench/vendor:tests/collector/classify:$site" timeout 120 python3 -m pytest \
+            -q -p no:cacheprovider tests/collector/classify/test_classify_varlen_attention.py 2>&1 \
+            | tee "$OUT/gpu_tests.log" ;;
     classify)  # needs only the image's torch and transformers plus detoxify
         PYTHONPATH=sdk:collector:bench/vendor timeout 240 python3 bench/classify.py --device cuda --out "$OUT" \
             2>&1 | tee "$OUT/classify_cuda.log" ;;
     profile)
         PYTHONPATH=sdk:collector:bench/vendor timeout 120 python3 bench/classify.py --device cuda --profile \
             --out "$OUT" 2>&1 | tail -40 ;;
+    compile)
+        PYTHONPATH=sdk:collector:bench/vendor timeout 200 python3 bench/classify.py --device cuda --compile \
+            --out "$OUT" 2>&1 | tail -15 ;;
     guard)
         wheels
         PYTHONPATH="sdk:collector:bench/vendor:$site" timeout 150 python3 bench/guard_latency.py --device cuda \

@@ -26,14 +26,16 @@ the head's products at another batch width) into whole bf16 steps, which the int
 on. On bert-base the bf16 rest was not measurably faster (7.1 to 8.4 against 7.2 to 7.5 texts/s, three
 interleaved one-off rounds on the busy 2-core box).
 
-Attention kernels: every forward pass runs with cuDNN's attention taken out of the backends that
-``scaled_dot_product_attention`` may pick (:data:`ATTENTION_BACKENDS`). With a padding mask, torch 2.11 sends
-bf16 attention on Hopper to cuDNN first, and cuDNN builds an execution plan for every new (batch, length)
-shape it meets: on the H200, the first pass over 512 texts at batch 1 (nearly every length new) ran at 37
-texts/s against 222 texts/s once the plans existed, and guard micro-batches, whose shapes rarely repeat,
-took 100 to 250 ms each (``bench/results/classify.md``, ``guard_latency.md``). Without it SDPA uses the
-memory-efficient kernel, which needs no per-shape plan. On a CPU the list changes nothing (cuDNN is a
-CUDA backend).
+Attention kernels: where the device and precision allow it (CUDA in bf16; :func:`resolve_attention`), the
+model's attention runs flash attention's variable-length kernel over the padded batch, which never reads a
+padded key and needs no per-shape plan (:mod:`~veil_collector.classify.varlen_attention` says why and how).
+Elsewhere ``scaled_dot_product_attention`` runs with a padding mask, and with cuDNN's attention taken out of
+the backends it may pick (:data:`ATTENTION_BACKENDS`). With a padding mask, torch 2.11 sends bf16 attention
+on Hopper to cuDNN first, and cuDNN builds an execution plan for every new (batch, length) shape it meets:
+on the H200, the first pass over 512 texts at batch 1 (nearly every length new) ran at 37 texts/s against
+222 texts/s once the plans existed, and guard micro-batches, whose shapes rarely repeat, took 100 to 250 ms
+each (``bench/results/classify.md``, ``guard_latency.md``). Without it SDPA uses the memory-efficient
+kernel, which needs no per-shape plan. On a CPU the list changes nothing (cuDNN is a CUDA backend).
 
 Truncation: texts are cut at 512 tokens (BERT/RoBERTa position limit, the same limit detoxify's models were
 trained with); anything after the first 512 tokens of a long response is not scored.
@@ -55,6 +57,11 @@ from veil_collector.classify.base import Precision, TextClassifier
 from veil_collector.classify.encoding import BatchEncoder
 from veil_collector.classify.int8 import quantize_encoder
 from veil_collector.classify.loader import LoadedModel, ModelUnavailable, load_model, resolve_model
+from veil_collector.classify.varlen_attention import (
+    flash_varlen_supported,
+    use_varlen_attention,
+    varlen_kwargs,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +72,10 @@ CHARS_PER_TOKEN = 4
 
 # Every SDPA backend but cuDNN's, whose per-shape plan building stalls variable-shape batches (see above).
 ATTENTION_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+
+# ``sdpa``: transformers' scaled_dot_product_attention with a padding mask; ``flash-varlen``: the
+# variable-length flash kernel (varlen_attention.py); ``auto``: flash-varlen where supported, else sdpa.
+Attention = Literal["auto", "sdpa", "flash-varlen"]
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -117,6 +128,29 @@ def resolve_precision(precision: str, device: torch.device) -> Literal["fp32", "
     return precision  # type: ignore[return-value]  # one of the three, checked above
 
 
+def resolve_attention(
+    attention: str, device: torch.device, dtype: torch.dtype
+) -> Literal["sdpa", "flash-varlen"]:
+    """What ``attention`` means for a model on ``device`` whose weights are ``dtype``: ``auto`` becomes
+    ``flash-varlen`` where :func:`~veil_collector.classify.varlen_attention.flash_varlen_supported`, else
+    ``sdpa``.
+
+    Raises:
+        ValueError: an unknown ``attention``, or ``flash-varlen`` where it is not supported.
+    """
+    if attention not in get_args(Attention):
+        raise ValueError(f"attention must be one of {', '.join(get_args(Attention))}; got {attention!r}")
+    supported = flash_varlen_supported(device, dtype)
+    if attention == "flash-varlen" and not supported:
+        raise ValueError(
+            f"flash-varlen attention needs CUDA with bf16 or fp16 weights and torch's flash kernel; got "
+            f"device {device}, {dtype}: use attention auto or sdpa"
+        )
+    if attention == "auto":
+        return "flash-varlen" if supported else "sdpa"
+    return attention  # type: ignore[return-value]  # one of the two, checked above
+
+
 def plan_batches(lengths: Sequence[int], batch_size: int, max_padding: float) -> list[range]:
     """Cuts ascending ``lengths`` into consecutive batches for padded forward passes.
 
@@ -167,13 +201,15 @@ class ToxicityClassifier:
         batch_size: most texts per forward pass.
         precision: ``auto``, ``fp32``, ``bf16`` or ``int8`` (see the module docstring).
         max_padding: most share of a batch's tokens that may be padding (see :func:`plan_batches`).
+        attention: ``auto``, ``sdpa`` or ``flash-varlen`` (see the module docstring).
 
     Attributes:
         precision: what ``precision`` resolved to: ``fp32``, ``bf16`` or ``int8``.
         bf16: whether the model's float weights are bf16 (only in ``bf16``).
+        attention: what ``attention`` resolved to: ``sdpa`` or ``flash-varlen``.
 
     Raises:
-        ValueError: see :func:`check_precision` and :func:`plan_batches`.
+        ValueError: see :func:`check_precision`, :func:`resolve_attention` and :func:`plan_batches`.
     """
 
     def __init__(
@@ -188,16 +224,21 @@ class ToxicityClassifier:
         batch_size: int = 64,
         precision: Precision = "auto",
         max_padding: float = 0.2,
+        attention: Attention = "auto",
     ) -> None:
         plan_batches((), batch_size, max_padding)  # validates both
         device = next(model.parameters()).device
         self.precision = resolve_precision(precision, device)
         self.bf16 = self.precision == "bf16"
+        dtype = torch.bfloat16 if self.bf16 else torch.float32
+        self.attention = resolve_attention(attention, device, dtype)
         if self.precision == "int8":
             model = copy.deepcopy(model).float()
             quantize_encoder(model)
-        elif self.bf16 and next(model.parameters()).dtype != torch.bfloat16:
-            model = copy.deepcopy(model).to(torch.bfloat16)
+        elif next(model.parameters()).dtype != dtype or self.attention == "flash-varlen":
+            model = copy.deepcopy(model).to(dtype)
+        if self.attention == "flash-varlen":
+            use_varlen_attention(model)  # on our copy (above): the caller's model keeps its attention
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.labels = tuple(labels)
@@ -221,6 +262,7 @@ class ToxicityClassifier:
         batch_size: int = 64,
         precision: Precision = "auto",
         max_padding: float = 0.2,
+        attention: Attention = "auto",
     ) -> ToxicityClassifier:
         """Wrap a model loaded by :func:`~veil_collector.classify.loader.load_model`."""
         return cls(
@@ -233,6 +275,7 @@ class ToxicityClassifier:
             batch_size=batch_size,
             precision=precision,
             max_padding=max_padding,
+            attention=attention,
         )
 
     def predict(self, texts: Sequence[str]) -> list[dict[str, float]]:
@@ -251,7 +294,8 @@ class ToxicityClassifier:
             outputs: list[torch.Tensor] = []
             with torch.inference_mode(), sdpa_kernel(ATTENTION_BACKENDS):
                 for input_ids, attention_mask in self._encoder.iter_encoded(chunks):
-                    logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+                    packing = varlen_kwargs(attention_mask) if self.attention == "flash-varlen" else {}
+                    logits = self.model(input_ids=input_ids, attention_mask=attention_mask, **packing).logits
                     # Kept on the device: one transfer (and one sync) for the whole call.
                     outputs.append(torch.sigmoid(logits.float()))
                 sorted_scores = torch.cat(outputs).cpu()
