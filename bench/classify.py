@@ -56,6 +56,7 @@ from pathlib import Path
 
 import torch
 import transformers
+from torch.nn.attention import sdpa_kernel
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,9 +65,12 @@ sys.path.insert(0, str(ROOT / "collector"))
 from veil_collector.classify.encoding import BatchEncoder  # noqa: E402
 from veil_collector.classify.loader import LoadedModel, load_model, resolve_model  # noqa: E402
 from veil_collector.classify.toxicity import (  # noqa: E402
+    ATTENTION_BACKENDS,
+    CHARS_PER_TOKEN,
     MAX_TOKENS,
     ToxicityClassifier,
     native_bf16,
+    plan_batches,
     resolve_device,
 )
 
@@ -221,6 +225,12 @@ def main() -> None:
         help="only time tokenizing, the tokenizer's call against veil's (classify_<device>_tokenize.md)",
     )
     parser.add_argument(
+        "--stages",
+        action="store_true",
+        help="only split veil at batch 256 on all texts into tokenizing alone, forward passes alone (inputs "
+        "tokenized and on the device beforehand) and predict() end to end (classify_<device>_stages.md)",
+    )
+    parser.add_argument(
         "--compile",
         action="store_true",
         help="only compare veil with and without torch.compile (dynamic shapes) at batch 128 and 256 on all "
@@ -265,6 +275,9 @@ def main() -> None:
     precision = ours.precision
     if args.profile:
         profile(ours, texts, warmup, device, args.out)
+        return
+    if args.stages:
+        stages(ours, texts, lengths, config, device, args.out, *peak_tflops(device, args.peak_tflops))
         return
     if args.compile:
         compiled(loaded, texts, lengths, config, device, args.out, *peak_tflops(device, args.peak_tflops))
@@ -412,6 +425,67 @@ def tokenizing(classifier: ToxicityClassifier, texts: list[str], device: torch.d
     text = "\n".join(lines) + "\n"
     out.mkdir(parents=True, exist_ok=True)
     (out / f"classify_{device.type}_tokenize.md").write_text(text)
+    print(text)
+
+
+STAGES_BATCH = 256
+STAGES_ROUNDS = 3
+
+
+def stages(
+    classifier: ToxicityClassifier,
+    texts: list[str],
+    lengths: list[int],
+    config: BertConfig,
+    device: torch.device,
+    out: Path,
+    device_name: str,
+    peak: float | None,
+) -> None:
+    """What bounds ``predict``: its two halves alone against the whole, on the same batches. ``predict``
+    overlaps tokenizing batch k + 1 with the forward pass of batch k, so it can at best run at the slower
+    half's rate."""
+    classifier.batch_size = STAGES_BATCH
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    cut = [min(len(texts[i]), MAX_TOKENS * CHARS_PER_TOKEN) for i in order]
+    plan = plan_batches(cut, STAGES_BATCH, classifier.max_padding)
+    batches = [[texts[order[i]] for i in rows] for rows in plan]
+    encoder = classifier._encoder
+    encoded = [encoder.to_device(*encoder.tokenize(batch)) for batch in batches]
+
+    def forward_passes() -> None:
+        with torch.inference_mode(), sdpa_kernel(ATTENTION_BACKENDS):
+            torch.cat([classifier._score_batch(ids, mask) for ids, mask in encoded]).cpu()
+
+    runners = {
+        "tokenizing alone (BatchEncoder.tokenize, CPU)": lambda: [encoder.tokenize(b) for b in batches],
+        "forward passes alone (inputs on the device)": forward_passes,
+        "predict() end to end": lambda: classifier.predict(texts),
+    }
+    classifier.predict(texts[:64])
+    best: dict[str, float] = {}
+    for _ in range(STAGES_ROUNDS):  # interleaved, best kept
+        for name, run in runners.items():
+            best[name] = min(best.get(name, float("inf")), timed(run, device))
+    flops = sum(flops_per_text(tokens, config) for tokens in lengths)
+    lines = [
+        f"# Where predict() spends its time ({device_name}, {os.cpu_count()} CPUs, "
+        f"torch {torch.__version__})",
+        "",
+        f"{len(texts)} texts of the benchmark's mix in {len(batches)} batches of at most {STAGES_BATCH}; "
+        f"precision {classifier.precision}, attention {classifier.attention}; best of {STAGES_ROUNDS} "
+        "interleaved rounds. Command: `python bench/classify.py --stages`.",
+        "",
+        "| stage | texts/s | vs end to end | % of bf16 peak (model FLOPs at this rate) |",
+        "|---|---:|---:|---:|",
+    ]
+    whole = best["predict() end to end"]
+    for name, seconds in best.items():
+        share = f"{100 * flops / seconds / 1e12 / peak:.1f} %" if peak else "n/a"
+        lines.append(f"| {name} | {len(texts) / seconds:,.0f} | {whole / seconds:.2f}x | {share} |")
+    text = "\n".join(lines) + "\n"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"classify_{device.type}_stages.md").write_text(text)
     print(text)
 
 

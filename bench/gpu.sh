@@ -6,6 +6,7 @@
 #   guard            bench/guard_latency.py over HTTP: micro-batched POST /v1/guard (classifier in its own
 #                    process, the collector's default) against detoxify once per request
 #   guard-inprocess  the same with the classifier in the server process (classifier_process=false)
+#   stages           (not run by default) bench/classify.py --stages: tokenizing, forward passes, both
 #   compile          (not run by default) bench/classify.py --compile: the torch.compile experiment
 #
 # The GPU machine's python3 has torch and transformers but neither detoxify nor the web stack. Before the run:
@@ -50,6 +51,9 @@ for step in "${steps[@]}"; do
     profile)
         PYTHONPATH=sdk:collector:bench/vendor timeout 120 python3 bench/classify.py --device cuda --profile \
             --out "$OUT" 2>&1 | tail -40 ;;
+    stages)
+        PYTHONPATH=sdk:collector:bench/vendor timeout 150 python3 bench/classify.py --device cuda --stages \
+            --out "$OUT" 2>&1 | tail -12 ;;
     compile)
         PYTHONPATH=sdk:collector:bench/vendor timeout 200 python3 bench/classify.py --device cuda --compile \
             --out "$OUT" 2>&1 | tail -15 ;;

@@ -294,15 +294,20 @@ class ToxicityClassifier:
             outputs: list[torch.Tensor] = []
             with torch.inference_mode(), sdpa_kernel(ATTENTION_BACKENDS):
                 for input_ids, attention_mask in self._encoder.iter_encoded(chunks):
-                    packing = varlen_kwargs(attention_mask) if self.attention == "flash-varlen" else {}
-                    logits = self.model(input_ids=input_ids, attention_mask=attention_mask, **packing).logits
                     # Kept on the device: one transfer (and one sync) for the whole call.
-                    outputs.append(torch.sigmoid(logits.float()))
+                    outputs.append(self._score_batch(input_ids, attention_mask))
                 sorted_scores = torch.cat(outputs).cpu()
         scores = torch.empty_like(sorted_scores)
         scores[torch.tensor(order)] = sorted_scores
         # strict=False: a head may have more outputs than the checkpoint names; unnamed ones are not returned.
         return [dict(zip(self._all_labels, row, strict=False)) for row in scores.tolist()]
+
+    def _score_batch(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Sigmoid scores (fp32, on the device) of one tokenized batch; the caller holds the inference-mode
+        and attention-backend contexts of :meth:`predict`."""
+        packing = varlen_kwargs(attention_mask) if self.attention == "flash-varlen" else {}
+        logits = self.model(input_ids=input_ids, attention_mask=attention_mask, **packing).logits
+        return torch.sigmoid(logits.float())
 
 
 def load_toxicity_classifier(
