@@ -36,6 +36,8 @@ def test_backend_path_gives_the_tokenizers_own_ids_and_mask(tokenizer: object, m
     before = (tokenizer.backend_tokenizer.truncation, tokenizer.backend_tokenizer.padding)  # type: ignore[attr-defined]
     encoder = BatchEncoder(tokenizer, max_length, torch.device("cpu"))
     assert encoder._backend is not None  # the tiny model's tokenizer is a fast one: the path under test
+    # tokenizers >= 0.21 (pinned by transformers 5): the entry point without character offsets.
+    assert encoder._encode_batch == encoder._backend.encode_batch_fast
     # The tokenizer handed in keeps its own settings: the encoder configured a copy of its backend.
     after = (tokenizer.backend_tokenizer.truncation, tokenizer.backend_tokenizer.padding)  # type: ignore[attr-defined]
     assert after == before and encoder._backend is not tokenizer.backend_tokenizer  # type: ignore[attr-defined]
