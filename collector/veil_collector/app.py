@@ -41,6 +41,7 @@ from veil_collector.spool import Spool
 from veil_collector.store.client import Store, redact_dsn
 from veil_collector.store.flatten import Flattener
 from veil_collector.store.migrate import migrate
+from veil_collector.store.native import RequestEncoder
 
 if TYPE_CHECKING:
     from veil_collector.classify.bias_model import BiasClassifier
@@ -91,15 +92,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.pii_ner_enabled:
             # Load the NER model now: a missing model fails the start, not every batch of the drain.
             scrubber.warm_up()
-        preparer = RequestPreparer(scrubber, processes=settings.receiver_processes)
         flattener = Flattener(
             cost_usd=PriceTable.load(settings.prices_file).cost_usd,
             pii_findings=pii_findings_for_span,
         )
+        # The GenAICall records feed only the classifier stage: without it, they are not built.
+        encoder = RequestEncoder.for_store(store, flattener, calls=settings.classifiers_enabled)
+        # The receiver encodes the rows unless the drain's NER pass has still to change the requests.
+        preparer = RequestPreparer(
+            scrubber,
+            processes=settings.receiver_processes,
+            encoder=None if settings.pii_ner_enabled else encoder,
+        )
         pipeline = Pipeline(
             spool,
             store,
-            flattener=flattener,
+            encoder=encoder,
             scrubber=scrubber if settings.pii_ner_enabled else None,
             batch_spans=settings.drain_batch_spans,
             interval_s=settings.drain_interval_s,

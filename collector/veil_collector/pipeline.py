@@ -3,16 +3,19 @@
 A prepare thread reads the spool in seq order and cuts a batch ``[a, b)`` once it holds
 ``batch_spans`` spans or its oldest request has waited ``interval_s``. For each batch it:
 
-1. parses the requests once and runs the NER scrub pass on them (when a scrubber is configured);
-2. flattens them into the rows of every table (``store.flatten``), ``VeilBatch = a`` on each row,
-   and hands the batch to the store thread (one batch waits at most, so memory stays bounded).
+1. takes each request's rows as the receiver encoded them (``store.native``; the spool carries them in
+   memory as the record's attachment), or, for a record without one (replayed after a restart, or
+   with the NER pass on), parses the request, runs the NER scrub pass on it (when a scrubber is
+   configured) and encodes its rows itself with the same encoder, so the rows are the same either way;
+2. hands the batch to the store thread (one batch waits at most, so memory stays bounded).
 
-Flattening is pure Python, while an insert spends part of its time without the GIL (in chDB's C++ code,
-or waiting for a ClickHouse server), so preparing batch ``n + 1`` while batch ``n`` is inserted overlaps
-the two. The store thread takes the batches in seq order and, for each:
+Encoding in the drain is pure Python, while an insert spends part of its time without the GIL (in
+chDB's C++ code, or waiting for a ClickHouse server), so preparing batch ``n + 1`` while batch ``n`` is
+inserted overlaps the two. The store thread takes the batches in seq order and, for each:
 
 3. writes the intent ``(a, b)`` to ``<spool>/inflight`` (temp file, fsync, rename, fsync the folder);
-4. inserts each table synchronously with ``insert_deduplication_token = veil:{a}:{b}:{table}``,
+4. inserts each table synchronously, one Native block per request with ``VeilBatch = a`` added to
+   each, with ``insert_deduplication_token = veil:{a}:{b}:{table}``,
    ``insert_deduplicate=1`` and ``deduplicate_blocks_in_dependent_materialized_views=1``, so a replay
    of the same batch (same rows, same order) is dropped by ClickHouse;
 5. checkpoints the spool at ``b`` only after every insert was acknowledged;
@@ -32,7 +35,7 @@ drain in the same way: memory stays bounded.
 from __future__ import annotations
 
 import contextlib
-import gc
+import dataclasses
 import json
 import logging
 import queue
@@ -51,7 +54,7 @@ from veil_collector.records import StoredBatch
 from veil_collector.spool import Record, Spool, SpoolError
 from veil_collector.spool.files import atomic_write
 from veil_collector.store.client import Store
-from veil_collector.store.flatten import FlatBatch, Flattener
+from veil_collector.store.native import EncodedRequest, RequestEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +63,7 @@ _READ_CHUNK_RECORDS = 8
 _READ_MAX_BYTES = 64 * 1024 * 1024
 _BACKOFF_MAX_S = 30.0
 _LISTENER_QUEUE = 4
+_SPANS_TABLE = "otel_traces"
 
 INSERT_SECONDS = Histogram(
     "veil_insert_seconds",
@@ -98,8 +102,9 @@ class Pipeline:
     Args:
         spool: the spool to drain; the pipeline is its only reader.
         store: the ClickHouse store (migrated).
-        flattener: turns requests into rows.
-        scrubber: runs ``ner_pass`` on every request before flattening; None skips the pass.
+        encoder: turns requests into encoded rows (the receiver's, for records spooled without them).
+        scrubber: runs ``ner_pass`` on every request the drain encodes; None skips the pass. With a
+            scrubber, the receiver must not encode rows (they would miss the NER pass).
         batch_spans: cut a batch once it holds this many spans.
         interval_s: cut a batch once its oldest request has waited this long.
     """
@@ -109,7 +114,7 @@ class Pipeline:
         spool: Spool,
         store: Store,
         *,
-        flattener: Flattener,
+        encoder: RequestEncoder,
         scrubber: NerScrubber | None = None,
         batch_spans: int = 10_000,
         interval_s: float = 0.5,
@@ -118,7 +123,7 @@ class Pipeline:
             raise ValueError("batch_spans must be >= 1 and interval_s > 0")
         self._spool = spool
         self._store = store
-        self._flattener = flattener
+        self._encoder = encoder
         self._scrubber = scrubber
         self._batch_spans = batch_spans
         self._interval_s = interval_s
@@ -239,9 +244,12 @@ class Pipeline:
             return None  # that batch was checkpointed
         return int(intent["b"]) - int(intent["a"])
 
-    def _collect(self, exact: int | None) -> list[tuple[Record, ExportTraceServiceRequest | None]]:
-        """The next batch: ``exact`` records when replaying an intent, else by span count and age."""
-        batch: list[tuple[Record, ExportTraceServiceRequest | None]] = []
+    def _collect(self, exact: int | None) -> list[tuple[Record, EncodedRequest | None]]:
+        """The next batch, encoded: ``exact`` records when replaying an intent, else by span count and age.
+
+        A record that no longer parses comes with None (its seq is part of the batch, its rows none).
+        """
+        batch: list[tuple[Record, EncodedRequest | None]] = []
         spans = 0
         deadline: float | None = None
         while not self._stopping.is_set():
@@ -254,10 +262,10 @@ class Pipeline:
                     break
             records = self._spool.read(max_records=want, max_bytes=_READ_MAX_BYTES, timeout=timeout)
             for record in records:
-                request = _parse(record)
-                if request is not None:
-                    spans += sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
-                batch.append((record, request))
+                encoded = record.attachment if record.attachment is not None else self._encode(record)
+                if encoded is not None:
+                    spans += encoded.tables[_SPANS_TABLE].rows
+                batch.append((record, encoded))
             if exact is not None:
                 if len(batch) >= exact or not records:
                     break
@@ -269,29 +277,29 @@ class Pipeline:
                 break
         return batch
 
-    def _prepare(
-        self, batch: Sequence[tuple[Record, ExportTraceServiceRequest | None]], *, verify: bool
-    ) -> _PreparedBatch:
-        """Scrub and flatten one collected batch (no side effects outside it)."""
-        first, last = batch[0][0].seq, batch[-1][0].seq + 1
-        requests = [(record.project_id, request) for record, request in batch if request is not None]
+    def _encode(self, record: Record) -> EncodedRequest | None:
+        """Parse, NER-scrub and encode a record spooled without its rows (no side effects outside it)."""
+        request = _parse(record)
+        if request is None:
+            return None
         if self._scrubber is not None:
-            for _, request in requests:
-                self._scrubber.ner_pass(request)
-        flat = FlatBatch()
-        # The GenAICall records only feed the listeners: without any, they are not built. Listeners are
-        # added before start() (app lifespan), so every batch sees the same set.
-        with _cyclic_gc_paused():
-            self._flattener.flatten(requests, batch=first, out=flat, calls=bool(self._listeners))
-        return _PreparedBatch(first, last, batch[0][0].received_unix_ns, flat, verify)
+            self._scrubber.ner_pass(request)
+        return self._encoder.encode(record.project_id, request)
+
+    def _prepare(
+        self, batch: Sequence[tuple[Record, EncodedRequest | None]], *, verify: bool
+    ) -> _PreparedBatch:
+        first, last = batch[0][0].seq, batch[-1][0].seq + 1
+        encoded = [rows for _, rows in batch if rows is not None]
+        return _PreparedBatch(first, last, batch[0][0].received_unix_ns, encoded, verify)
 
     def _store_batch(self, prepared: _PreparedBatch) -> None:
-        first, last, flat, verify = prepared.first, prepared.last, prepared.flat, prepared.verify
+        first, last, encoded, verify = prepared.first, prepared.last, prepared.encoded, prepared.verify
         atomic_write(self._intent_path, json.dumps({"a": first, "b": last}).encode())
         backoff = 0.5
         while True:
             try:
-                self._insert(flat, first, last, verify=verify)
+                self._insert(encoded, first, last, verify=verify)
                 break
             except Exception as exc:  # any store failure is retried; the spool holds the data meanwhile
                 INSERT_ERRORS.inc()
@@ -306,12 +314,10 @@ class Pipeline:
         lag = (time.time_ns() - prepared.oldest_received_unix_ns) / 1e9
         DRAIN_LAG.observe(lag)
         DRAIN_LAG_NOW.set(lag)
-        BATCH_SPANS.observe(len(flat.traces))
+        BATCH_SPANS.observe(sum(rows.tables[_SPANS_TABLE].rows for rows in encoded))
         with self._drained:
             self._drained.notify_all()
-        stored = StoredBatch(
-            calls=flat.calls, pii_findings=flat.pii_findings, guard_decisions=flat.guard_decisions
-        )
+        stored = _stored_batch(encoded, first) if self._listeners else StoredBatch()
         # Blocks while the listeners are behind (backpressure). At shutdown the dispatcher still empties
         # the queue, so the batch is handed over unless a listener stays blocked.
         while True:
@@ -325,21 +331,23 @@ class Pipeline:
                     )
                     break
 
-    def _insert(self, flat: FlatBatch, first: int, last: int, *, verify: bool) -> None:
-        for table, columns, rows in flat.tables():
+    def _insert(self, encoded: Sequence[EncodedRequest], first: int, last: int, *, verify: bool) -> None:
+        for table in self._encoder.tables:
+            parts = [rows.tables[table] for rows in encoded]
+            count = sum(part.rows for part in parts)
             token = f"veil:{first}:{last}:{table}"
             if verify:
                 stored = self._store.query(
                     f"SELECT count() FROM {table} WHERE VeilBatch = {{batch:UInt64}}", {"batch": first}
                 ).result_rows[0][0]
-                if stored == len(rows):
+                if stored == count:
                     continue
                 if stored:
                     logger.warning(
                         "pipeline: %s holds %d of %d rows of batch %d; replacing them",
                         table,
                         stored,
-                        len(rows),
+                        count,
                         first,
                     )
                     self._store.command(
@@ -347,13 +355,14 @@ class Pipeline:
                     )
                 # The token may sit in the deduplication log without its rows: use a fresh one.
                 token = f"{token}:r{secrets.token_hex(4)}"
-            if not rows:
+            if not count:
                 continue
             started = time.perf_counter()
-            self._store.insert(
+            self._store.insert_native(
                 table,
-                rows,
-                columns,
+                # One bytes object, not a generator: a client that retries the request sends it again.
+                b"".join(self._encoder.blocks(table, parts, first)),
+                self._encoder.insert_columns(table),
                 settings={
                     "insert_deduplication_token": token,
                     "insert_deduplicate": 1,
@@ -361,7 +370,7 @@ class Pipeline:
                 },
             )
             INSERT_SECONDS.labels(table).observe(time.perf_counter() - started)
-            ROWS_INSERTED.labels(table).inc(len(rows))
+            ROWS_INSERTED.labels(table).inc(count)
 
     # ------------------------------------------------------------------ listeners
 
@@ -378,32 +387,31 @@ class Pipeline:
                     logger.exception("pipeline: listener %r failed", listener)
 
 
-@contextlib.contextmanager
-def _cyclic_gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector (reference counting goes on) while a batch is flattened.
-
-    Flattening keeps every container it allocates (about a dozen per span, plus the protobuf wrappers it
-    touches) until the batch is stored, so the collector's young-generation passes keep promoting them and
-    trigger full passes over the growing batch that find no garbage: with 10,000-span batches that took
-    half of the flatten's CPU. Cycles made meanwhile by other threads are collected once it resumes.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
+def _stored_batch(encoded: Sequence[EncodedRequest], batch: int) -> StoredBatch:
+    """The listeners' records of a stored batch, with ``veil_batch`` set as in the stored rows."""
+    return StoredBatch(
+        calls=[call for rows in encoded for call in rows.calls],
+        pii_findings=[
+            dataclasses.replace(finding, veil_batch=batch)
+            for rows in encoded
+            for finding in rows.pii_findings
+        ],
+        guard_decisions=[
+            dataclasses.replace(decision, veil_batch=batch)
+            for rows in encoded
+            for decision in rows.guard_decisions
+        ],
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class _PreparedBatch:
-    """A batch ``[first, last)`` flattened and ready to insert; ``verify`` for a replayed intent."""
+    """A batch ``[first, last)`` encoded and ready to insert; ``verify`` for a replayed intent."""
 
     first: int
     last: int
     oldest_received_unix_ns: int
-    flat: FlatBatch
+    encoded: list[EncodedRequest]
     verify: bool
 
 

@@ -66,6 +66,11 @@ class PriceTable:
         self._cache: dict[str, ModelPrice | None] = {}
         self._lock = threading.Lock()
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled into the receiver's worker processes (they price the calls they flatten): the entries
+        # travel, the lock and the lookup cache are rebuilt there.
+        return (PriceTable, (self._entries,))
+
     @classmethod
     def load(cls, path: Path | None = None) -> PriceTable:
         """The shipped prices, overridden and extended by the file at ``path`` when one is given.

@@ -16,13 +16,14 @@ from veil_collector.receiver.errors import (
     UnsupportedMediaType,
 )
 from veil_collector.receiver.limits import decompress
-from veil_collector.receiver.prepare import RequestPreparer, prepare
+from veil_collector.receiver.prepare import PreparedRequest, RequestPreparer, prepare
 from veil_collector.receiver.validate import ValidationResult, drop_invalid_spans
 
 __all__ = [
     "Encoding",
     "MalformedRequest",
     "PayloadTooLarge",
+    "PreparedRequest",
     "ReceiverError",
     "RequestPreparer",
     "UnsupportedMediaType",

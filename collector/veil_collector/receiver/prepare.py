@@ -1,9 +1,14 @@
-"""The receiver's CPU work for one request: decompress, decode, validate, fast scrub, serialize.
+"""The receiver's CPU work for one request: decompress, decode, validate, fast scrub, serialize, and
+(without NER) flatten and encode the rows the drain will insert.
 
 This is where ingest spends most of its CPU (the pattern scrub above all), and Python runs it on one core
 at a time. ``RequestPreparer`` therefore runs it either on the server's thread pool (``processes=0``) or
 in a pool of worker processes, one per core, so that a collector uses every core it is given. The
-result is the same either way: the bytes the spool stores and the per-span validation result.
+result is the same either way: the bytes the spool stores, the per-span validation result and the
+encoded rows the spool carries to the drain in memory.
+
+The rows are encoded here only when the drain has nothing left to change in the request: with the NER
+pass on, the drain scrubs, flattens and encodes itself (``pipeline``).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from fastapi.concurrency import run_in_threadpool
@@ -31,36 +37,66 @@ class FastScrubber(Protocol):
     def placeholder_key(self) -> bytes: ...
 
 
+class RowEncoder(Protocol):
+    """Flattens a request into encoded rows (``store.native.RequestEncoder``); picklable."""
+
+    def encode(self, project_id: str, request: ExportTraceServiceRequest) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedRequest:
+    """What :func:`prepare` made of one request.
+
+    Attributes:
+        body: the validated, scrubbed request the spool stores.
+        result: the spans kept and dropped.
+        rows: the request's rows encoded for the drain (``RowEncoder.encode``), or None when no encoder
+            was given or no span was accepted.
+    """
+
+    body: bytes
+    result: ValidationResult
+    rows: Any = None
+
+
 def prepare(
     raw: bytes,
     content_encoding: str | None,
     encoding: Encoding,
     limit: int,
     scrubber: FastScrubber | None,
-) -> tuple[bytes, ValidationResult]:
-    """Decode once, drop invalid spans, scrub, and serialize what the spool stores.
+    project_id: str = "",
+    encoder: RowEncoder | None = None,
+) -> PreparedRequest:
+    """Decode once, drop invalid spans, scrub, serialize what the spool stores, and encode the rows of
+    ``project_id`` when an ``encoder`` is given.
 
     Raises:
         ReceiverError: the request is refused as a whole (400, 413 or 415).
     """
     request = decode_request(decompress(raw, content_encoding, limit=limit), encoding)
     result = drop_invalid_spans(request)
-    if result.accepted and scrubber is not None:
+    if not result.accepted:
+        return PreparedRequest(request.SerializeToString(), result)
+    if scrubber is not None:
         scrubber.fast_pass(request)
-    return request.SerializeToString(), result
+    rows = encoder.encode(project_id, request) if encoder is not None else None
+    return PreparedRequest(request.SerializeToString(), result, rows)
 
 
 _worker_scrubber: FastScrubber | None = None
+_worker_encoder: RowEncoder | None = None
 
 
-def _init_worker(placeholder_key: bytes | None) -> None:
-    global _worker_scrubber
+def _init_worker(placeholder_key: bytes | None, encoder: RowEncoder | None) -> None:
+    global _worker_scrubber, _worker_encoder
     if placeholder_key is not None:
         from veil_collector.scrub import ServerScrubber
 
         # The fast pass only: NER runs in the drain, in the server process. The server's placeholder key,
         # so that every worker gives a value of a trace the same placeholder.
         _worker_scrubber = ServerScrubber(ner_enabled=False, placeholder_key=placeholder_key)
+    _worker_encoder = encoder
     tune_gc()
 
 
@@ -69,9 +105,9 @@ def _worker_ready() -> None:
 
 
 def _prepare_in_worker(
-    raw: bytes, content_encoding: str | None, encoding: Encoding, limit: int
-) -> tuple[bytes, ValidationResult]:
-    return prepare(raw, content_encoding, encoding, limit, _worker_scrubber)
+    raw: bytes, content_encoding: str | None, encoding: Encoding, limit: int, project_id: str
+) -> PreparedRequest:
+    return prepare(raw, content_encoding, encoding, limit, _worker_scrubber, project_id, _worker_encoder)
 
 
 class RequestPreparer:
@@ -80,19 +116,23 @@ class RequestPreparer:
     Args:
         scrubber: the fast-pass scrubber of this process, or None for no scrub.
         processes: 0 runs in this process; N > 0 starts N worker processes, each with its own
-            ``ServerScrubber`` (the fast pass only) when ``scrubber`` is set.
+            ``ServerScrubber`` (the fast pass only) when ``scrubber`` is set, and a copy of ``encoder``.
+        encoder: encodes the rows of every accepted request; None leaves that to the drain.
     """
 
-    def __init__(self, scrubber: FastScrubber | None, processes: int = 0) -> None:
+    def __init__(
+        self, scrubber: FastScrubber | None, processes: int = 0, encoder: RowEncoder | None = None
+    ) -> None:
         if processes < 0:
             raise ValueError(f"processes must be >= 0; got {processes}")
         self._scrubber = scrubber
+        self._encoder = encoder
         self._pool = (
             ProcessPoolExecutor(
                 max_workers=processes,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_init_worker,
-                initargs=(scrubber.placeholder_key if scrubber is not None else None,),
+                initargs=(scrubber.placeholder_key if scrubber is not None else None, encoder),
             )
             if processes
             else None
@@ -105,14 +145,16 @@ class RequestPreparer:
                 self._pool.submit(_worker_ready)
 
     async def prepare(
-        self, raw: bytes, content_encoding: str | None, encoding: Encoding, limit: int
-    ) -> tuple[bytes, ValidationResult]:
+        self, raw: bytes, content_encoding: str | None, encoding: Encoding, limit: int, project_id: str
+    ) -> PreparedRequest:
         """See :func:`prepare`; raises its ``ReceiverError`` unchanged."""
         if self._pool is None:
-            return await run_in_threadpool(prepare, raw, content_encoding, encoding, limit, self._scrubber)
+            return await run_in_threadpool(
+                prepare, raw, content_encoding, encoding, limit, self._scrubber, project_id, self._encoder
+            )
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
-            self._pool, _prepare_in_worker, raw, content_encoding, encoding, limit
+            self._pool, _prepare_in_worker, raw, content_encoding, encoding, limit, project_id
         )
 
     def close(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass
+from typing import Any
 
 MAGIC = b"VSP1"
 HEADER = struct.Struct("<4sIIQ")
@@ -32,6 +33,8 @@ class Record:
         received_unix_ns: when the collector accepted the request.
         size: bytes the record occupies on disk, header included.
         encoding: ``ENCODING_PROTOBUF`` (the only encoding written today).
+        attachment: what the appending process attached to the record in memory (``Spool.append``);
+            never on disk, so None for a record read back after a restart.
     """
 
     seq: int
@@ -40,6 +43,7 @@ class Record:
     received_unix_ns: int
     size: int
     encoding: int = ENCODING_PROTOBUF
+    attachment: Any = None
 
 
 def encode_payload(project_id: str, body: bytes, received_unix_ns: int) -> bytes:
@@ -56,7 +60,7 @@ def encode_frame(seq: int, payload: bytes) -> bytes:
     return HEADER.pack(MAGIC, len(payload), crc, seq) + payload
 
 
-def decode_record(seq: int, payload: bytes) -> Record:
+def decode_record(seq: int, payload: bytes, attachment: Any = None) -> Record:
     received, encoding, project_len = _PAYLOAD_HEAD.unpack_from(payload)
     start = _PAYLOAD_HEAD.size
     project = payload[start : start + project_len].decode("utf-8")
@@ -68,6 +72,7 @@ def decode_record(seq: int, payload: bytes) -> Record:
         received_unix_ns=received,
         size=HEADER.size + len(payload),
         encoding=encoding,
+        attachment=attachment,
     )
 
 

@@ -14,6 +14,11 @@ fatal: the spool refuses every later append (``SpoolFailed``) and never acknowle
 Recovery at open truncates a torn tail of the newest segment (bytes that were never acknowledged) and
 moves any other corrupt segment to ``quarantine/``, counting it; records are never skipped silently.
 
+A record may carry an in-memory attachment from ``append`` to ``read`` (the receiver attaches the rows it
+already encoded from the request, so the drain need not decode it again). Attachments are never written:
+after a restart, or once ``max_attachment_bytes`` are held, records come back without one and the reader
+derives what it needs from the body.
+
 Sequence numbers start at a random multiple of 2**44 when a spool is created, so a spool folder that is
 wiped and re-created, or another collector writing to the same ClickHouse, never reuses the batch
 numbers that name deduplication tokens (``pipeline``).
@@ -33,6 +38,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -70,6 +76,21 @@ SPOOL_QUARANTINED = Counter("veil_spool_quarantined_segments_total", "Corrupt se
 SPOOL_TRUNCATED = Counter("veil_spool_truncated_bytes_total", "Bytes of torn tails truncated at recovery")
 
 
+SPOOL_ATTACHMENTS_DROPPED = Counter(
+    "veil_spool_attachments_dropped_total",
+    "Records appended without their attachment because max_attachment_bytes were held",
+)
+
+
+class Attachment(Protocol):
+    """What a record may carry in memory from ``append`` to ``read``."""
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes it holds, counted against ``max_attachment_bytes``."""
+        ...
+
+
 class SpoolError(RuntimeError):
     """Base class of the spool's errors."""
 
@@ -105,6 +126,8 @@ class Spool:
             a full disk would otherwise turn into a failed write, which is fatal.
         on_failure: called once, on the writer thread, with the error that made the spool fail (the
             server uses it to exit, so that a supervisor restarts it on a recovered spool).
+        max_attachment_bytes: attachments held in memory (appended, not yet read) at most; beyond it a
+            record is appended without its attachment.
 
     ``append`` may be called from any thread; ``read`` and ``checkpoint`` from one reader thread.
     Call ``start`` before appending and ``close`` to stop the writer after it committed what is queued.
@@ -118,14 +141,21 @@ class Spool:
         segment_bytes: int = 64 * 1024 * 1024,
         min_free_bytes: int = 0,
         on_failure: Callable[[BaseException], None] | None = None,
+        max_attachment_bytes: int = 256 * 1024 * 1024,
     ) -> None:
-        if segment_bytes <= 0 or max_bytes <= 0 or min_free_bytes < 0:
-            raise ValueError("max_bytes and segment_bytes must be positive, min_free_bytes not negative")
+        if segment_bytes <= 0 or max_bytes <= 0 or min_free_bytes < 0 or max_attachment_bytes < 0:
+            raise ValueError(
+                "max_bytes and segment_bytes must be positive, min_free_bytes and max_attachment_bytes "
+                "not negative"
+            )
         self.directory = Path(directory)
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
         self.min_free_bytes = min_free_bytes
         self._on_failure = on_failure
+        self.max_attachment_bytes = max_attachment_bytes
+        self._attachments: dict[int, Attachment] = {}
+        self._attachment_bytes = 0
         self._cv = threading.Condition()
         self._pending: list[tuple[bytes, Future[int]]] = []
         self._segments: list[_Segment] = []
@@ -227,8 +257,10 @@ class Spool:
             self._writer = threading.Thread(target=self._run_writer, name="veil-spool-writer", daemon=True)
             self._writer.start()
 
-    def append(self, project_id: str, body: bytes) -> Future[int]:
+    def append(self, project_id: str, body: bytes, attachment: Attachment | None = None) -> Future[int]:
         """Queue one request; the future resolves to its seq once it is durable.
+
+        ``attachment`` comes back with the record from ``read`` in this process (see the module docstring).
 
         Raises:
             SpoolFull: the undrained bytes would exceed ``max_bytes``.
@@ -254,6 +286,12 @@ class Spool:
             seq = self._next_seq
             self._next_seq += 1
             self._depth_bytes += size
+            if attachment is not None:
+                if self._attachment_bytes + attachment.nbytes <= self.max_attachment_bytes:
+                    self._attachments[seq] = attachment
+                    self._attachment_bytes += attachment.nbytes
+                else:
+                    SPOOL_ATTACHMENTS_DROPPED.inc()
             self._pending.append((encode_frame(seq, payload), future))
             self._cv.notify_all()
         self._publish_depth()
@@ -403,7 +441,11 @@ class Spool:
         seq, payload, size = frame
         self._read_offset += size
         self._unacked.append((seq, size))
-        return decode_record(seq, bytes(payload))
+        with self._cv:
+            attachment = self._attachments.pop(seq, None)
+            if attachment is not None:
+                self._attachment_bytes -= attachment.nbytes
+        return decode_record(seq, bytes(payload), attachment)
 
     def checkpoint(self, upto_seq: int) -> None:
         """Record durably that every record below ``upto_seq`` is stored; delete drained segments."""

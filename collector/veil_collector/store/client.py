@@ -9,7 +9,7 @@ embedded store are serialized with a lock; the HTTP client is thread-safe and is
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -100,6 +100,28 @@ class Store:
             return
         with self._serialized():
             self._client.insert(table, rows, column_names=list(column_names), settings=dict(settings or {}))
+
+    def insert_native(
+        self,
+        table: str,
+        blocks: Iterable[bytes],
+        column_names: Sequence[str],
+        settings: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Insert ready-made Native blocks (``store.native``) in one statement.
+
+        ClickHouse squashes the blocks of one insert into one part (up to ``min_insert_block_size_*``),
+        so a batch of many blocks is stored and deduplicated like one.
+        """
+        with self._serialized():
+            self._client.raw_insert(
+                table, list(column_names), blocks, settings=dict(settings or {}), fmt="Native"
+            )
+
+    def column_types(self, table: str) -> dict[str, str]:
+        """Column name -> ClickHouse type name of ``table``, as ``DESCRIBE TABLE`` gives them."""
+        rows = self.query(f"DESCRIBE TABLE {table}").result_rows
+        return {row[0]: row[1] for row in rows}
 
     def ping(self) -> bool:
         try:

@@ -17,6 +17,7 @@ from veil_collector.records import StoredBatch
 from veil_collector.spool import Spool
 from veil_collector.spool.spool import CHECKPOINT
 from veil_collector.store.flatten import FlatBatch, Flattener
+from veil_collector.store.native import RequestEncoder
 
 MIB = 1024 * 1024
 DEDUP = {"insert_deduplicate": 1, "deduplicate_blocks_in_dependent_materialized_views": 1}
@@ -25,7 +26,9 @@ DEDUP = {"insert_deduplicate": 1, "deduplicate_blocks_in_dependent_materialized_
 def run_pipeline(spool_dir: Path, store, bodies: list[bytes], **kwargs) -> tuple[Spool, Pipeline]:
     spool = Spool(spool_dir, max_bytes=64 * MIB)
     spool.start()
-    pipeline = Pipeline(spool, store, flattener=Flattener(), interval_s=0.05, **kwargs)
+    pipeline = Pipeline(
+        spool, store, encoder=RequestEncoder.for_store(store, Flattener()), interval_s=0.05, **kwargs
+    )
     pipeline.start()
     for body in bodies:
         spool.append("p", body).result(timeout=10)
@@ -162,7 +165,9 @@ def test_listeners_get_each_stored_batch_and_a_blocked_one_holds_the_drain(store
 
     spool = Spool(tmp_path, max_bytes=64 * MIB)
     spool.start()
-    pipeline = Pipeline(spool, store, flattener=Flattener(), batch_spans=1, interval_s=0.01)
+    pipeline = Pipeline(
+        spool, store, encoder=RequestEncoder.for_store(store, Flattener()), batch_spans=1, interval_s=0.01
+    )
     pipeline.add_listener(failing_listener)
     pipeline.add_listener(slow_listener)
     pipeline.start()
@@ -217,7 +222,8 @@ def test_a_failing_stage_stops_the_drain_visibly_and_keeps_the_data(store, tmp_p
 
     spool = Spool(tmp_path, max_bytes=64 * MIB)
     spool.start()
-    pipeline = Pipeline(spool, store, flattener=Flattener(pii_findings=broken_findings), interval_s=0.01)
+    encoder = RequestEncoder.for_store(store, Flattener(pii_findings=broken_findings))
+    pipeline = Pipeline(spool, store, encoder=encoder, interval_s=0.01)
     pipeline.start()
     spool.append("p", genai_request(3).SerializeToString()).result(timeout=10)
 

@@ -242,3 +242,32 @@ def test_a_cancelled_waiter_does_not_stop_the_writer(tmp_path):
 
     assert append_all(spool, [b"second"])[0] == future.result(timeout=10) + 1
     spool.close()
+
+
+class Rows:
+    """An attachment of a given size."""
+
+    def __init__(self, nbytes: int) -> None:
+        self.nbytes = nbytes
+
+
+def test_attachments_come_back_with_their_records_within_the_cap_and_not_after_a_restart(tmp_path):
+    spool = open_spool(tmp_path, max_attachment_bytes=250)
+    attached = [Rows(100), Rows(100), Rows(100)]
+    for body, attachment in zip([b"a", b"b", b"c"], attached, strict=True):
+        spool.append("p", body, attachment).result(timeout=10)
+    spool.append("p", b"d").result(timeout=10)
+
+    first = spool.read(max_records=10, max_bytes=MIB, timeout=1)
+    # Reading hands the attachments over: the cap has room again.
+    spool.append("p", b"e", Rows(250)).result(timeout=10)
+    second = spool.read(max_records=10, max_bytes=MIB, timeout=1)
+    spool.close()
+    reopened = open_spool(tmp_path)
+    replayed = reopened.read(max_records=10, max_bytes=MIB, timeout=1)
+    reopened.close()
+
+    assert [record.attachment for record in first] == [attached[0], attached[1], None, None]
+    assert [record.attachment.nbytes for record in second] == [250]
+    assert [record.body for record in replayed] == [b"a", b"b", b"c", b"d", b"e"]
+    assert all(record.attachment is None for record in replayed)

@@ -152,10 +152,10 @@ def test_collector_placeholders_differ_under_another_key() -> None:
 def test_receiver_worker_processes_tag_with_the_server_key() -> None:
     scrubber = ServerScrubber(ner_enabled=False, placeholder_key=KEY)
     raw = _request(bytes(range(16)), "mail bob@example.org").SerializeToString()
-    in_process, _ = prepare(raw, None, Encoding.PROTOBUF, 1 << 20, scrubber)
+    in_process = prepare(raw, None, Encoding.PROTOBUF, 1 << 20, scrubber).body
     preparer = RequestPreparer(scrubber, processes=1)
     try:
-        in_worker, _ = asyncio.run(preparer.prepare(raw, None, Encoding.PROTOBUF, 1 << 20))
+        in_worker = asyncio.run(preparer.prepare(raw, None, Encoding.PROTOBUF, 1 << 20, "p")).body
     finally:
         preparer.close()
     assert in_worker == in_process != raw

@@ -94,17 +94,19 @@ async def export_traces(request: Request) -> Response:
         )
     try:
         raw = await _read_body(request, settings.max_request_bytes)
-        body, result = await state.preparer.prepare(
-            raw, request.headers.get("content-encoding"), encoding, settings.max_request_bytes
+        prepared = await state.preparer.prepare(
+            raw, request.headers.get("content-encoding"), encoding, settings.max_request_bytes, project_id
         )
     except ReceiverError as exc:
         reason = {400: "malformed", 413: "too_large", 415: "unsupported_media_type"}[exc.status_code]
         return _error(encoding, exc.status_code, exc.grpc_code, str(exc), reason)
+    result = prepared.result
     if result.rejected:
         SPANS_REJECTED.labels("invalid_id").inc(result.rejected)
     if result.accepted:
         try:
-            await asyncio.wrap_future(state.spool.append(project_id, body))
+            # The rows the preparer encoded ride along in memory to the drain (spool attachments).
+            await asyncio.wrap_future(state.spool.append(project_id, prepared.body, prepared.rows))
         except SpoolFull as exc:
             SPANS_REJECTED.labels("spool_full").inc(result.accepted)
             return _error(
