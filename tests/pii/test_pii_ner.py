@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from veil.pii import NerUnavailableError, Scrubber, ScrubConfig
-from veil.pii.ner import NerTier
+from veil.pii.ner import DEFAULT_SPACY_MODEL, NerTier
 
 
 @pytest.fixture(scope="module")
@@ -83,3 +83,26 @@ def test_entities_only_engine_finds_what_presidios_spacy_engine_finds(ner_scrubb
         assert as_tuples(ours) == as_tuples(theirs)
         found_any = found_any or bool(ours)
     assert found_any
+
+
+def test_restricted_recognizer_agrees_with_the_full_model_where_its_labels_win() -> None:
+    import spacy
+
+    from veil.pii._spacy_pipeline import COMPONENT, load_ner_pipeline
+
+    full = spacy.load(DEFAULT_SPACY_MODEL, enable=[COMPONENT])
+    kept = {"PERSON", "GPE", "NORP", "ORG"}
+    restricted = load_ner_pipeline(DEFAULT_SPACY_MODEL, kept)
+    moves = restricted.get_pipe(COMPONENT).moves
+    assert moves.n_moves == 4 * len(kept) + 2  # B, I, L, U per label, plus O and U- (blocked spans)
+    texts = [
+        "John Smith moved to Paris with his German friends.",
+        "Dr. Aiko Tanaka and Pedro Alvarez met in Buenos Aires; both are Catholic Brazilians.",
+        "She works at Microsoft Corporation in Seattle.",
+        "Nothing personal here.",
+    ]
+    for full_doc, doc in zip(full.pipe(texts), restricted.pipe(texts), strict=True):
+        assert all(ent.label_ in kept for ent in full_doc.ents)  # texts where no dropped label wins
+        as_tuples = lambda d: [(e.start_char, e.end_char, e.label_) for e in d.ents]  # noqa: E731
+        assert as_tuples(doc) == as_tuples(full_doc)
+    assert any(doc.ents for doc in restricted.pipe(texts))

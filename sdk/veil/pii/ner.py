@@ -2,18 +2,12 @@
 
 Presidio and spaCy are imported only when a :class:`NerTier` is built, never when ``veil.pii`` is
 imported. The model is loaded from an installed package or a local path and is never downloaded
-(Presidio's own loader would call ``spacy.cli.download``). Only the ``ner`` component is kept: Presidio's
-spaCy recognizer reads nothing but ``doc.ents``, and the parser, tagger and lemmatizer would triple the
-cost; :class:`~veil.pii._presidio_engine.EntitiesOnlyNlpEngine` skips the per-token work that Presidio's
-engine would do for the components left out. Texts are analysed in batches through
+(Presidio's own loader would call ``spacy.cli.download``). The pipeline is cut to what the tier needs
+(:func:`veil.pii._spacy_pipeline.load_ner_pipeline`: the ``ner`` component alone, on numpy's BLAS, with
+only the wanted labels and their look-alikes), and
+:class:`~veil.pii._presidio_engine.EntitiesOnlyNlpEngine` skips the per-token work that Presidio's engine
+would do for the components left out. Texts are analysed in batches through
 :class:`presidio_analyzer.BatchAnalyzerEngine`, which calls ``nlp.pipe``.
-
-The model's layers are built on thinc's numpy backend without BLIS (``use_blis=False``), so their matrix
-products go to numpy's OpenBLAS, which picks its kernels for the CPU at run time. The BLIS build that
-thinc ships fell back to its generic kernels on this project's AMD EPYC box and multiplied 2.8x slower
-than numpy (8000x288 by 288x288: 38.6 against 13.6 ms); the NER pass ran 1.28x faster with numpy (0.079
-against 0.062 MB/s in a one-off run of ``nlp.pipe`` on ``bench/pii_speed.py``'s PII-dense texts). The
-parser's per-step products stay on BLIS: spaCy calls it from compiled code.
 """
 
 from __future__ import annotations
@@ -33,6 +27,11 @@ NER = "ner"
 # spaCy labels -> entity types, as Presidio's default configuration maps them.
 _LABELS = {"PERSON": "PERSON", "PER": "PERSON", "NORP": "NRP", "GPE": "LOCATION", "LOC": "LOCATION",
            "FAC": "LOCATION", "ORG": "ORGANIZATION"}  # fmt: skip
+# Labels the recognizer keeps besides the wanted ones (see veil.pii._spacy_pipeline.restrict_labels): with
+# only the wanted labels the model relabels what it takes for organisations, dates and numbers as persons
+# and places (on synth_dataset_v2, "7/5/1981" as PERSON): ORG, DATE and CARDINAL were the most frequent
+# such sources. The rarer ones (LANGUAGE, EVENT, PRODUCT, WORK_OF_ART, ...) each cost as much to keep.
+_LOOKALIKE_LABELS = frozenset({"ORG", "DATE", "CARDINAL"})
 
 
 class NerUnavailableError(RuntimeError):
@@ -102,18 +101,15 @@ class NerTier:
 
     def _build(self) -> Any:
         self.check_available()
-        import spacy
         from presidio_analyzer import AnalyzerEngine, BatchAnalyzerEngine, RecognizerRegistry
         from presidio_analyzer.nlp_engine import NerModelConfiguration
         from presidio_analyzer.predefined_recognizers import SpacyRecognizer
-        from thinc.api import use_ops
 
         from veil.pii._presidio_engine import EntitiesOnlyNlpEngine
+        from veil.pii._spacy_pipeline import load_ner_pipeline
 
-        with use_ops("numpy", use_blis=False):  # see the module docstring
-            nlp = spacy.load(self.spacy_model)
-        nlp.select_pipes(enable=[name for name in nlp.pipe_names if name == "ner"])
         wanted = {label: kind for label, kind in _LABELS.items() if kind in self.entities}
+        nlp = load_ner_pipeline(self.spacy_model, set(wanted) | _LOOKALIKE_LABELS)
         config = NerModelConfiguration(
             model_to_presidio_entity_mapping=wanted,
             labels_to_ignore=sorted(set(nlp.get_pipe("ner").labels) - set(wanted)),
