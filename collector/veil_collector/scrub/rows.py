@@ -41,10 +41,15 @@ def pii_findings_for_span(
         ``veil.collector.pii.findings``. ``SdkScrubbed`` mirrors ``veil.pii.scrubbed``; every server
         finding is ``SdkMissed`` (the SDK, if it ran, did not replace that entity).
     """
+    found = (
+        (attributes.get(sc.VEIL_PII_FINDINGS), "sdk"),
+        (attributes.get(sc.VEIL_COLLECTOR_PII_FINDINGS), "server"),
+    )
+    if not found[0][0] and not found[1][0]:
+        return []  # most spans: no need to decode anything (this runs for every span on ingest)
     sdk_scrubbed = _truthy(attributes.get(sc.VEIL_PII_SCRUBBED, False))
     rows: list[PiiFinding] = []
-    for attribute, source in ((sc.VEIL_PII_FINDINGS, "sdk"), (sc.VEIL_COLLECTOR_PII_FINDINGS, "server")):
-        raw = attributes.get(attribute)
+    for raw, source in found:
         for (entity_type, detector, location), count in sorted(decode_findings(raw).items()):
             rows.append(
                 PiiFinding(
