@@ -17,7 +17,6 @@ Prints a table and writes it to ``bench/results/collector_ingest.md``. ``--quick
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import multiprocessing
 import multiprocessing.synchronize
@@ -176,17 +175,20 @@ def measure_latency(url: str, probes: int, background_rate: float, background: l
 
 def bare_insert_and_stage_costs(folder: Path, payload_file: Path) -> dict[str, object]:
     """Run in a subprocess with its own embedded ClickHouse (``--bare-insert``): the bare insert of the
-    flattened rows, then the CPU seconds per span of each collector stage on a sample of requests."""
+    flattened rows, then the CPU seconds per span of each collector stage, as the collector runs them:
+    decode, scrub and encoding (in its receiver workers) on a sample of requests, and the insert of the
+    encoded rows (in the server) on all of them, in drain batches of 10,240 spans."""
     import clickhouse_connect
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
     from veil_collector.gc_tuning import tune_gc
     from veil_collector.pricing import PriceTable
     from veil_collector.receiver import Encoding, prepare
-    from veil_collector.scrub import ServerScrubber
+    from veil_collector.scrub import ServerScrubber, pii_findings_for_span
     from veil_collector.store import Store
     from veil_collector.store.flatten import LLM_CALL_COLUMNS, TRACE_COLUMNS, FlatBatch, Flattener
     from veil_collector.store.migrate import migrate
+    from veil_collector.store.native import RequestEncoder
 
     bodies = pickle.loads(payload_file.read_bytes())
     migrate(Store(f"chdb://{folder}", database="veil"))
@@ -203,21 +205,26 @@ def bare_insert_and_stage_costs(folder: Path, payload_file: Path) -> dict[str, o
     rows = len(flat.traces)
 
     # Measure the stages as the collector runs them: start-up objects frozen out of GC passes
-    # (``tune_gc``), the flatten with the cyclic GC paused and without GenAICall records (the collector
-    # here has no classifier or alert listeners), and not next to the 46k flattened rows above.
-    del flat, requests[4:]
+    # (``tune_gc``), rows encoded without GenAICall records (the collector here has no classifier stage),
+    # and not next to the 46k flattened rows above.
+    del flat
     tune_gc()
-    sample, sample_requests = bodies[:4], requests[:4]
+    sample = bodies[:4]
     spans = len(sample) * SPANS_PER_REQUEST
     scrubber = ServerScrubber(ner_enabled=False)
-    flattener = Flattener(cost_usd=PriceTable.load().cost_usd)
-
-    def flatten_gc_paused(sample_requests: list[tuple[str, ExportTraceServiceRequest]]) -> None:
-        gc.disable()
-        try:
-            flattener.flatten(sample_requests, batch=1, out=FlatBatch(), calls=False)
-        finally:
-            gc.enable()
+    store = Store(f"chdb://{folder}", database="encoded")
+    migrate(store)
+    flattener = Flattener(cost_usd=PriceTable.load().cost_usd, pii_findings=pii_findings_for_span)
+    encoder = RequestEncoder.for_store(store, flattener, calls=False)
+    encoded = [encoder.encode(project, request) for project, request in requests]
+    del requests[4:]
+    cpu = time.process_time()
+    for i in range(0, len(encoded), 20):
+        for table in encoder.tables:
+            blocks = b"".join(encoder.blocks(table, [rows.tables[table] for rows in encoded[i : i + 20]], i))
+            if blocks:
+                store.insert_native(table, blocks, encoder.insert_columns(table))
+    encoded_insert_cpu = time.process_time() - cpu
 
     def cpu_per_span(work: Callable[[], object]) -> float:
         begin = time.process_time()
@@ -225,20 +232,25 @@ def bare_insert_and_stage_costs(folder: Path, payload_file: Path) -> dict[str, o
         return (time.process_time() - begin) / spans
 
     stages = {
-        "decode + validate + serialize": cpu_per_span(
+        "decode + validate + serialize (receiver workers)": cpu_per_span(
             lambda: [prepare(body, None, Encoding.PROTOBUF, 1 << 30, None) for body in sample]
         ),
-        "pattern scrub (fast pass)": cpu_per_span(
+        "pattern scrub, fast pass (receiver workers)": cpu_per_span(
             lambda: [scrubber.fast_pass(ExportTraceServiceRequest.FromString(body)) for body in sample]
         ),
-        "flatten (with prices)": cpu_per_span(lambda: flatten_gc_paused(sample_requests)),
-        "insert otel_traces + llm_calls": insert_cpu / rows,
+        "flatten + encode the rows, with prices (receiver workers)": cpu_per_span(
+            lambda: [encoder.encode(project, request) for project, request in requests]
+        ),
+        "insert the encoded rows (server)": encoded_insert_cpu / rows,
     }
-    return {"rows": rows, "wall": wall, "stages": stages}
+    return {"rows": rows, "wall": wall, "stages": stages, "bare_cpu": insert_cpu / rows}
 
 
-def measure_bare_insert(folder: Path, payloads: list[list[bytes]]) -> tuple[int, float, dict[str, float]]:
-    """Rows and seconds of the bare insert, and CPU seconds per span of each collector stage."""
+def measure_bare_insert(
+    folder: Path, payloads: list[list[bytes]]
+) -> tuple[int, float, float, dict[str, float]]:
+    """Rows, seconds and CPU seconds per row of the bare insert, and CPU seconds per span of each
+    collector stage."""
     payload_file = folder / "payloads.pickle"
     payload_file.write_bytes(pickle.dumps([body for bodies in payloads for body in bodies]))
     result = subprocess.run(
@@ -248,7 +260,7 @@ def measure_bare_insert(folder: Path, payloads: list[list[bytes]]) -> tuple[int,
         check=True,
     )
     data = json.loads(result.stdout.strip().splitlines()[-1])
-    return data["rows"], data["wall"], data["stages"]
+    return data["rows"], data["wall"], data["bare_cpu"], data["stages"]
 
 
 def main() -> None:
@@ -278,7 +290,7 @@ def main() -> None:
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(60)
-        bare_rows, bare_seconds, stages = measure_bare_insert(folder, payloads)
+        bare_rows, bare_seconds, bare_cpu, stages = measure_bare_insert(folder, payloads)
 
     bare_rate = bare_rows / bare_seconds
     p50 = statistics.median(latencies)
@@ -306,6 +318,9 @@ def main() -> None:
             "| --- | --- |",
             *[f"| {name} | {seconds * 1e6:.1f} |" for name, seconds in stages.items()],
             f"| total | {sum(stages.values()) * 1e6:.1f} |",
+            "",
+            f"The bare insert (clickhouse-connect serializing the flattened rows, then chDB) used "
+            f"{bare_cpu * 1e6:.1f} CPU µs per row.",
             "",
         ]
     )
