@@ -122,6 +122,7 @@ class RequestEncoder:
         _, heads = self._tables[table]
         out = bytearray()
         context = self._context
+        # The rows end with VeilBatch, which has no head: zip stops before it.
         for (head, ch_type), values in zip(heads, zip(*rows, strict=True), strict=False):
             out += head
             ch_type.write_column(values, out, context)
@@ -137,7 +138,8 @@ class RequestEncoder:
         return self._tables[table][0]
 
     def blocks(self, table: str, parts: Sequence[EncodedTable], batch: int) -> Iterator[bytes]:
-        """The Native blocks of ``parts`` (one per request with rows), with ``VeilBatch = batch``."""
+        """The Native blocks of ``parts`` (one per request with rows), with ``VeilBatch = batch``, in
+        pieces to be joined or streamed (a block's encoded columns are not copied)."""
         column_count = len(self._tables[table][0])
         batch_head = _column_head(BATCH_COLUMN, _BATCH_TYPE)
         batch_value = batch.to_bytes(8, "little")
@@ -147,7 +149,9 @@ class RequestEncoder:
             header = bytearray()
             write_leb128(column_count, header)
             write_leb128(part.rows, header)
-            yield bytes(header) + part.columns + batch_head + batch_value * part.rows
+            yield bytes(header)
+            yield part.columns
+            yield batch_head + batch_value * part.rows
 
 
 def _column_head(name: str, type_name: str) -> bytes:
