@@ -3,10 +3,9 @@
 Presidio and spaCy are imported only when a :class:`NerTier` is built, never when ``veil.pii`` is
 imported. The model is loaded from an installed package or a local path and is never downloaded
 (Presidio's own loader would call ``spacy.cli.download``). The pipeline is cut to what the tier needs
-(:func:`veil.pii._spacy_pipeline.load_ner_pipeline`: the ``ner`` component alone, on numpy's BLAS, with
-only the wanted labels and their look-alikes), and
-:class:`~veil.pii._presidio_engine.EntitiesOnlyNlpEngine` skips the per-token work that Presidio's engine
-would do for the components left out. Texts are analysed in batches through
+(:func:`veil.pii._spacy_pipeline.load_ner_pipeline`: the ``ner`` component alone, on numpy's BLAS,
+decoded in numpy), and :class:`~veil.pii._presidio_engine.EntitiesOnlyNlpEngine` skips the per-token
+work that Presidio's engine would do for the components left out. Texts are analysed in batches through
 :class:`presidio_analyzer.BatchAnalyzerEngine`, which calls ``nlp.pipe``.
 """
 
@@ -27,11 +26,6 @@ NER = "ner"
 # spaCy labels -> entity types, as Presidio's default configuration maps them.
 _LABELS = {"PERSON": "PERSON", "PER": "PERSON", "NORP": "NRP", "GPE": "LOCATION", "LOC": "LOCATION",
            "FAC": "LOCATION", "ORG": "ORGANIZATION"}  # fmt: skip
-# Labels the recognizer keeps besides the wanted ones (see veil.pii._spacy_pipeline.restrict_labels): with
-# only the wanted labels the model relabels what it takes for organisations, dates and numbers as persons
-# and places (on synth_dataset_v2, "7/5/1981" as PERSON): ORG, DATE and CARDINAL were the most frequent
-# such sources. The rarer ones (LANGUAGE, EVENT, PRODUCT, WORK_OF_ART, ...) each cost as much to keep.
-_LOOKALIKE_LABELS = frozenset({"ORG", "DATE", "CARDINAL"})
 
 
 class NerUnavailableError(RuntimeError):
@@ -108,8 +102,8 @@ class NerTier:
         from veil.pii._presidio_engine import EntitiesOnlyNlpEngine
         from veil.pii._spacy_pipeline import load_ner_pipeline
 
+        nlp = load_ner_pipeline(self.spacy_model)
         wanted = {label: kind for label, kind in _LABELS.items() if kind in self.entities}
-        nlp = load_ner_pipeline(self.spacy_model, set(wanted) | _LOOKALIKE_LABELS)
         config = NerModelConfiguration(
             model_to_presidio_entity_mapping=wanted,
             labels_to_ignore=sorted(set(nlp.get_pipe("ner").labels) - set(wanted)),
