@@ -56,7 +56,7 @@ class NerTier:
         spacy_model: str = DEFAULT_SPACY_MODEL,
         entities: frozenset[str] = frozenset({"PERSON", "LOCATION", "NRP"}),
         score_threshold: float = 0.5,
-        batch_size: int = 32,
+        batch_size: int = 64,
     ) -> None:
         unknown = set(entities) - NER_ENTITIES
         if unknown:

@@ -85,7 +85,7 @@ class ScrubConfig:
     ner: bool = False
     ner_entities: frozenset[str] = DEFAULT_NER_ENTITIES
     spacy_model: str = DEFAULT_SPACY_MODEL
-    ner_batch_size: int = 32
+    ner_batch_size: int = 64
     ner_score_threshold: float = 0.5
     operators: Mapping[str, Operator | str] = field(default_factory=dict)
     default_operator: Operator | str = Operator.PLACEHOLDER
