@@ -14,6 +14,7 @@ pass on, the drain scrubs, flattens and encodes itself (``pipeline``).
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -26,6 +27,9 @@ from veil_collector.gc_tuning import tune_gc
 from veil_collector.receiver.codec import Encoding, decode_request
 from veil_collector.receiver.limits import decompress
 from veil_collector.receiver.validate import ValidationResult, drop_invalid_spans
+
+logger = logging.getLogger(__name__)
+_encode_failure_logged = False
 
 
 class FastScrubber(Protocol):
@@ -80,8 +84,24 @@ def prepare(
         return PreparedRequest(request.SerializeToString(), result)
     if scrubber is not None:
         scrubber.fast_pass(request)
-    rows = encoder.encode(project_id, request) if encoder is not None else None
+    rows = _encode_rows(encoder, project_id, request) if encoder is not None else None
     return PreparedRequest(request.SerializeToString(), result, rows)
+
+
+def _encode_rows(encoder: RowEncoder, project_id: str, request: ExportTraceServiceRequest) -> Any:
+    """The encoded rows, or None when encoding fails: the request is still accepted and spooled, and the
+    drain encodes it from the spool, where a failure stops the drain with the data kept (nothing acknowledged
+    is lost to a flatten bug). Logged once per process, with the traceback."""
+    global _encode_failure_logged
+    try:
+        return encoder.encode(project_id, request)
+    except Exception:
+        if not _encode_failure_logged:
+            _encode_failure_logged = True
+            logger.exception(
+                "encoding a request's rows failed; the drain encodes such requests from the spool"
+            )
+        return None
 
 
 _worker_scrubber: FastScrubber | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import pickle
 import time
 from collections import Counter
@@ -10,10 +11,13 @@ from ingest_spans import genai_request, genai_span, kv, request_of
 
 from veil.pii.findings import encode_findings
 from veil_collector.pricing import PriceTable
+from veil_collector.receiver import Encoding, prepare
 from veil_collector.scrub import pii_findings_for_span
 from veil_collector.store.flatten import FlatBatch, Flattener
 from veil_collector.store.native import RequestEncoder
 
+# The module, not the package attribute of the same name (the ``prepare`` function).
+receiver_prepare = importlib.import_module("veil_collector.receiver.prepare")
 TABLES = ("otel_traces", "otel_traces_trace_id_ts", "llm_calls", "pii_findings", "guard_decisions")
 
 
@@ -70,3 +74,26 @@ def test_encoding_is_deterministic_and_calls_are_optional(store):
     assert first == second
     assert lean.tables == first.tables and not lean.calls and len(first.calls) == 2
     assert first.nbytes == sum(len(table.columns) for table in first.tables.values()) > 0
+
+
+def test_a_request_whose_rows_fail_to_encode_is_still_accepted_for_the_drain_to_encode(
+    new_store, caplog, monkeypatch
+):
+    """Fault injection: a findings reader that raises stands in for a flatten bug (none is known)."""
+
+    def broken_findings(span):
+        raise ValueError("a flatten bug")
+
+    flattener = Flattener(cost_usd=PriceTable.load().cost_usd, pii_findings=broken_findings)
+    encoder = RequestEncoder.for_store(new_store(), flattener)
+    raw = genai_request(3).SerializeToString()
+    monkeypatch.setattr(receiver_prepare, "_encode_failure_logged", False)
+
+    with caplog.at_level("ERROR"):
+        first = prepare(raw, None, Encoding.PROTOBUF, 1 << 20, None, "p", encoder)
+        second = prepare(raw, None, Encoding.PROTOBUF, 1 << 20, None, "p", encoder)
+
+    assert first.rows is None and second.rows is None  # the drain encodes these from the spool
+    assert first.body == raw and first.result.accepted == 3
+    failures = [record for record in caplog.records if "encoding a request's rows failed" in record.message]
+    assert len(failures) == 1 and failures[0].exc_info is not None  # once per process, with the traceback
