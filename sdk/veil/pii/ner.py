@@ -99,7 +99,7 @@ class NerTier:
         from presidio_analyzer.nlp_engine import NerModelConfiguration
         from presidio_analyzer.predefined_recognizers import SpacyRecognizer
 
-        from veil.pii._presidio_engine import EntitiesOnlyNlpEngine
+        from veil.pii._presidio_engine import EntitiesOnlyNlpEngine, NoContextEnhancer
         from veil.pii._spacy_pipeline import load_ner_pipeline
 
         nlp = load_ner_pipeline(self.spacy_model)
@@ -114,7 +114,12 @@ class NerTier:
         nlp_engine.nlp = {"en": nlp}  # the loaded, trimmed pipeline; SpacyNlpEngine.load() might download
         registry = RecognizerRegistry(supported_languages=["en"])
         registry.add_recognizer(SpacyRecognizer(supported_entities=sorted(self.entities)))
-        analyzer = AnalyzerEngine(registry=registry, nlp_engine=nlp_engine, supported_languages=["en"])
+        analyzer = AnalyzerEngine(
+            registry=registry,
+            nlp_engine=nlp_engine,
+            supported_languages=["en"],
+            context_aware_enhancer=NoContextEnhancer(),  # the SpacyRecognizer has no context words
+        )
         return BatchAnalyzerEngine(analyzer_engine=analyzer)
 
     def warm_up(self) -> None:
