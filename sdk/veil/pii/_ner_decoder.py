@@ -93,8 +93,9 @@ class GreedyEntityDecoder:
         self._labels = ["", *labels]  # code 0: no label
         code = {label: i for i, label in enumerate(self._labels)}
         self._move_label = np.array([code[name.partition("-")[2]] for name in names])
-        self._is = {move: np.array([m == move for m in moves]) for move in (_BEGIN, _IN, _LAST, _UNIT, _OUT)}
-        self._labelled = self._move_label != 0
+        is_move = {move: np.array([m == move for m in moves]) for move in (_BEGIN, _IN, _LAST, _UNIT, _OUT)}
+        self._is_begin, self._is_last, self._is_unit = is_move[_BEGIN], is_move[_LAST], is_move[_UNIT]
+        self._valid = _validity_table(is_move, self._move_label, len(self._labels))
         self.labels = tuple(ner.labels)
 
     def __call__(self, doc: Doc) -> Doc:
@@ -119,8 +120,15 @@ class GreedyEntityDecoder:
         table = self._lower.predict(tokvecs)  # (tokens + 1, features, hidden, pieces); row 0 is padding
         bias = self._lower.get_param("b")
         offsets = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+        # Per token: may an entity start here (B), go on past it (I), be one token long here (U)?
         space = np.concatenate([doc.to_array("IS_SPACE") for doc in docs]).astype(bool)
-        sent_start = np.concatenate([doc.to_array("SENT_START") for doc in docs]) == 1
+        next_starts = np.zeros(len(space), dtype=bool)
+        next_starts[:-1] = np.concatenate([doc.to_array("SENT_START") for doc in docs])[1:] == 1
+        has_next = np.ones(len(space), dtype=bool)
+        has_next[offsets + lengths - 1] = False
+        go_on = has_next & ~next_starts
+        closed_code = 2 * (go_on & ~space) + ~space  # rows 0-3 of the validity table
+        open_code = 4 + go_on.astype(np.int64)  # plus twice the open entity's label code
         # Documents longest first, so that the unfinished ones at step t are a prefix.
         order = np.argsort(-lengths, kind="stable")
         lengths, offsets = lengths[order], offsets[order]
@@ -129,44 +137,34 @@ class GreedyEntityDecoder:
         ent_start = np.zeros(n, dtype=np.int64)
         ent_label = np.zeros(n, dtype=np.int64)
         found: list[list[tuple[int, int, int]]] = [[] for _ in range(n)]
-        is_b, is_i, is_l, is_u, is_o = (self._is[m] for m in (_BEGIN, _IN, _LAST, _UNIT, _OUT))
-        rows = np.arange(n)
+        pieces = range(1, table.shape[-1])
         for t in range(int(lengths[0])):
             k = int(np.count_nonzero(lengths > t))
             token = offsets[:k] + t
-            opened, label, r = is_open[:k], ent_label[:k], rows[:k]
+            opened, label = is_open[:k], ent_label[:k]
             ids = np.where(opened, offsets[:k] + ent_start[:k], -1)
             before = np.where(opened, token - 1, -1)
             summed = table[token + 1, 0] + table[ids + 1, 1] + table[before + 1, 2] + bias
-            hidden = summed.max(axis=-1)
+            hidden = summed[..., 0]
+            for piece in pieces:  # maxout; faster than a reduction over the short last axis
+                hidden = np.maximum(hidden, summed[..., piece])
             scores = hidden @ self._upper_w + self._upper_b
             if not self._seen.all():
                 scores[:, ~self._seen] = scores.min()
-
-            has_next = lengths[:k] > t + 1
-            next_starts = np.zeros(k, dtype=bool)
-            next_starts[has_next] = sent_start[token[has_next] + 1]
-            not_space = ~space[token]
-            same_label = self._move_label[None, :] == label[:, None]
-            closed = ~opened[:, None]
-            valid = (
-                (is_b & self._labelled & closed & (has_next & ~next_starts & not_space)[:, None])
-                | (is_i & same_label & opened[:, None] & (has_next & ~next_starts)[:, None])
-                | (is_l & same_label & opened[:, None])
-                | (is_u & self._labelled & closed & not_space[:, None])
-                | (is_o & closed)
-            )
-            guess = np.where(valid, scores, -np.inf).argmax(axis=1)
+            code = np.where(opened, open_code[token] + 2 * label, closed_code[token])
+            guess = np.where(self._valid[code], scores, -np.inf).argmax(axis=1)
 
             move_label = self._move_label[guess]
-            for i in np.flatnonzero(is_u[guess]):
+            for i in np.flatnonzero(self._is_unit[guess]):
                 found[i].append((t, t + 1, int(move_label[i])))
-            for i in np.flatnonzero(is_l[guess]):
+            closes = self._is_last[guess]
+            for i in np.flatnonzero(closes):
                 found[i].append((int(ent_start[i]), t + 1, int(label[i])))
-            begins = is_b[guess]
-            ent_start[r[begins]] = t
-            ent_label[r[begins]] = move_label[begins]
-            is_open[:k] = (opened & ~is_l[guess]) | begins
+            begins = np.flatnonzero(self._is_begin[guess])
+            ent_start[begins] = t
+            ent_label[begins] = move_label[begins]
+            is_open[:k] &= ~closes
+            is_open[begins] = True
         for i, doc_index in enumerate(order):
             doc = docs[doc_index]
             doc.set_ents(
@@ -179,3 +177,20 @@ class GreedyEntityDecoder:
 def _make_decoder(nlp: Language, name: str) -> GreedyEntityDecoder:
     """Wrap the pipeline's trained ``ner`` component (raises :class:`UnsupportedModelError`)."""
     return GreedyEntityDecoder(nlp.get_pipe("ner"))
+
+
+def _validity_table(is_move: dict[str, np.ndarray], move_label: np.ndarray, n_labels: int) -> np.ndarray:
+    """Which transitions are valid, per state kind: rows ``2 * b + u`` for a state with no open entity
+    (``b``: an entity may start at the next token, ``u``: it is not whitespace), rows ``4 + 2 * label + i``
+    for a state with an open entity of that label code (``i``: the entity may go on past the next token).
+    """
+    labelled = move_label != 0
+    rows = []
+    for b in (False, True):
+        for u in (False, True):
+            rows.append(is_move[_OUT] | (is_move[_UNIT] & labelled & u) | (is_move[_BEGIN] & labelled & b))
+    for label in range(n_labels):
+        same = labelled & (move_label == label)
+        for i in (False, True):
+            rows.append((is_move[_LAST] & same) | (is_move[_IN] & same & i))
+    return np.array(rows)
