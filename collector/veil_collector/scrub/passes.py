@@ -30,13 +30,14 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from bisect import bisect_right
 from collections import Counter
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, overload
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from prometheus_client import Counter as PromCounter
 from prometheus_client import Histogram
 
@@ -61,31 +62,79 @@ PASS_SECONDS = Histogram(
 
 _OWN_KEYS = frozenset({sc.VEIL_PII_SCRUBBED, sc.VEIL_PII_FINDINGS, sc.VEIL_COLLECTOR_PII_FINDINGS})
 _MAX_VALUE_DEPTH = 16
+_NESTED = frozenset({"array_value", "kvlist_value"})
 
 
 class _Targets:
-    """The strings of a request to scrub, as parallel lists: no tuple per string (ingest makes enough
-    objects for the garbage collector to walk already)."""
+    """The strings of a request to scrub, and where each came from, in as few objects as possible: ingest
+    collects a dozen strings per span, and most come back unchanged, so the span, attribute key and trace
+    id of a string are worked out only for the few that changed.
 
-    __slots__ = ("fields", "holders", "keys", "spans", "trace_ids", "values")
+    ``holders[i]`` holds ``values[i]``: the attribute's ``KeyValue`` (its key names the attribute), an
+    ``AnyValue`` nested in an array or key-value list (``nested_keys`` names its attribute), or a span's
+    ``Status``. The strings from ``owner_starts[k]`` on belong to ``owners[k]``, the span their findings
+    go to (``None`` where there is none).
+    """
+
+    __slots__ = ("holders", "nested_keys", "owner_starts", "owners", "values")
 
     def __init__(self) -> None:
-        self.holders: list[Any] = []  # the protobuf message holding each string
-        self.fields: list[str] = []  # the field it is in
+        self.holders: list[Any] = []
         self.values: list[str] = []
-        self.spans: list[Span | None] = []  # the span its findings go to
-        self.keys: list[str] = []  # the attribute it belongs to (for the location)
-        self.trace_ids: list[str | None] = []  # for consistent placeholders
+        self.nested_keys: dict[int, str] = {}
+        self.owner_starts: list[int] = []
+        self.owners: list[Span | None] = []
 
-    def add(
-        self, holder: Any, field: str, value: str, span: Span | None, key: str, trace_id: str | None
-    ) -> None:
-        self.holders.append(holder)
-        self.fields.append(field)
-        self.values.append(value)
-        self.spans.append(span)
-        self.keys.append(key)
-        self.trace_ids.append(trace_id)
+    def start_owner(self, span: Span | None) -> None:
+        """The strings added from now on belong to ``span``."""
+        self.owner_starts.append(len(self.values))
+        self.owners.append(span)
+
+    def span_of(self, index: int) -> Span | None:
+        """The span the findings of string ``index`` go to."""
+        return self.owners[bisect_right(self.owner_starts, index) - 1]
+
+    def key_of(self, index: int) -> str:
+        """The attribute string ``index`` belongs to (``status.message`` for a status message)."""
+        holder = self.holders[index]
+        if type(holder) is KeyValue:
+            return holder.key
+        if type(holder) is Status:
+            return "status.message"
+        return self.nested_keys[index]
+
+    def write(self, index: int, text: str) -> None:
+        """Replace string ``index`` in the request."""
+        holder = self.holders[index]
+        if type(holder) is KeyValue:
+            holder.value.string_value = text
+        elif type(holder) is Status:
+            holder.message = text
+        else:
+            holder.string_value = text
+
+
+class _TraceIds(Sequence[str | None]):
+    """The trace id of each string of a :class:`_Targets`, made only when asked for (the scrubber asks for
+    those of strings with findings alone)."""
+
+    __slots__ = ("_targets",)
+
+    def __init__(self, targets: _Targets) -> None:
+        self._targets = targets
+
+    def __len__(self) -> int:
+        return len(self._targets.values)
+
+    @overload
+    def __getitem__(self, index: int) -> str | None: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[str | None]: ...
+    def __getitem__(self, index: int | slice) -> str | Sequence[str | None] | None:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        span = self._targets.span_of(index)
+        return span.trace_id.hex() if span is not None else None
 
 
 class ServerScrubber:
@@ -185,18 +234,18 @@ class ServerScrubber:
             return 0
         started = time.perf_counter()
         # Only the changed strings come back (most hold no PII): nothing to write back for the rest.
-        changed = scrubber.scrub_changed(targets.values, trace_ids=targets.trace_ids)
+        changed = scrubber.scrub_changed(targets.values, trace_ids=_TraceIds(targets))
         per_span: dict[int, tuple[Span, Counter[FindingKey]]] = {}
         total = 0
         for index, result in changed.items():
-            span, key = targets.spans[index], targets.keys[index]
-            setattr(targets.holders[index], targets.fields[index], result.value)
+            targets.write(index, result.value)
             for finding in result.findings:
                 total += finding.count
                 PII_FOUND.labels(pass_name, finding.entity_type).inc(finding.count)
+            span = targets.span_of(index)
             if span is not None and result.findings:  # a truncated value may have changed without any
                 _, counts = per_span.setdefault(id(span), (span, Counter()))
-                add_findings(counts, result.findings, location_of(key))
+                add_findings(counts, result.findings, location_of(targets.key_of(index)))
         for span, counts in per_span.values():
             _append_findings(span, counts)
         logger.debug(
@@ -216,61 +265,58 @@ def _append_findings(span: Span, counts: Counter[FindingKey]) -> None:
     )
 
 
-def _values(
-    key: str, value: AnyValue, span: Span | None, trace_id: str | None, out: _Targets, depth: int = 0
-) -> None:
+def _values(key: str, value: AnyValue, out: _Targets, depth: int = 0) -> None:
     kind = value.WhichOneof("value")
     if kind == "string_value":
-        out.add(value, "string_value", value.string_value, span, key, trace_id)
+        out.nested_keys[len(out.values)] = key
+        out.holders.append(value)
+        out.values.append(value.string_value)
     elif depth < _MAX_VALUE_DEPTH and kind == "array_value":
         for item in value.array_value.values:
-            _values(key, item, span, trace_id, out, depth + 1)
+            _values(key, item, out, depth + 1)
     elif depth < _MAX_VALUE_DEPTH and kind == "kvlist_value":
         for kv in value.kvlist_value.values:
-            _values(key, kv.value, span, trace_id, out, depth + 1)
+            _values(key, kv.value, out, depth + 1)
 
 
-def _attributes(
-    attributes: Iterable[KeyValue],
-    span: Span | None,
-    trace_id: str | None,
-    out: _Targets,
-    only: frozenset[str] | None = None,
-) -> None:
+def _attributes(attributes: Iterable[KeyValue], out: _Targets, only: frozenset[str] | None = None) -> None:
     # Plain loops and appends, no generators: this runs for every attribute of every span on ingest.
+    holders, values = out.holders, out.values
     for kv in attributes:
-        key = kv.key
-        if key in _OWN_KEYS or (only is not None and key not in only):
-            continue
         value = kv.value
-        kind = value.WhichOneof("value")
-        if kind == "string_value":
-            out.add(value, "string_value", value.string_value, span, key, trace_id)
-        elif kind == "array_value" or kind == "kvlist_value":
-            _values(key, value, span, trace_id, out)
-
-
-def _trace_of(span: Span | None) -> str | None:
-    return span.trace_id.hex() if span is not None else None
+        # Most attributes are strings: reading the string first saves a WhichOneof on each of them. An
+        # empty string (or a value of another kind, which reads as "") holds nothing to scrub.
+        text = value.string_value
+        if text:
+            key = kv.key
+            if key not in _OWN_KEYS and (only is None or key in only):
+                holders.append(kv)
+                values.append(text)
+        elif value.WhichOneof("value") in _NESTED:
+            key = kv.key
+            if key not in _OWN_KEYS and (only is None or key in only):
+                _values(key, value, out)
 
 
 def _all_strings(request: ExportTraceServiceRequest) -> _Targets:
     out = _Targets()
     for resource_spans in request.resource_spans:
-        first = next((s for ss in resource_spans.scope_spans for s in ss.spans), None)
-        _attributes(resource_spans.resource.attributes, first, _trace_of(first), out)
+        out.start_owner(next((s for ss in resource_spans.scope_spans for s in ss.spans), None))
+        _attributes(resource_spans.resource.attributes, out)
         for scope_spans in resource_spans.scope_spans:
-            scope_first = scope_spans.spans[0] if scope_spans.spans else None
-            _attributes(scope_spans.scope.attributes, scope_first, _trace_of(scope_first), out)
+            out.start_owner(scope_spans.spans[0] if scope_spans.spans else None)
+            _attributes(scope_spans.scope.attributes, out)
             for span in scope_spans.spans:
-                trace_id = span.trace_id.hex()
-                _attributes(span.attributes, span, trace_id, out)
+                out.start_owner(span)
+                _attributes(span.attributes, out)
                 for event in span.events:
-                    _attributes(event.attributes, span, trace_id, out)
+                    _attributes(event.attributes, out)
                 for link in span.links:
-                    _attributes(link.attributes, span, trace_id, out)
-                if span.status.message:
-                    out.add(span.status, "message", span.status.message, span, "status.message", trace_id)
+                    _attributes(link.attributes, out)
+                status = span.status
+                if status.message:
+                    out.holders.append(status)
+                    out.values.append(status.message)
     return out
 
 
@@ -279,5 +325,6 @@ def _content_strings(request: ExportTraceServiceRequest) -> _Targets:
     for resource_spans in request.resource_spans:
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
-                _attributes(span.attributes, span, span.trace_id.hex(), out, sc.CONTENT_ATTRIBUTES)
+                out.start_owner(span)
+                _attributes(span.attributes, out, sc.CONTENT_ATTRIBUTES)
     return out

@@ -28,7 +28,8 @@ import ipaddress
 import re
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
-from itertools import accumulate
+from itertools import accumulate, count, repeat
+from operator import add, sub
 
 from veil.pii._validators import (
     IBAN_LENGTHS,
@@ -610,7 +611,7 @@ def find_patterns_many(texts: Sequence[str], entities: frozenset[str]) -> list[S
     out: list[Sequence[EntitySpan]] = [()] * len(texts)
     sep = len(_SEPARATOR)
     # Where each text ends in the join of all of them, separators included (no per-text Python loop).
-    ends = [end + sep * k for k, end in enumerate(accumulate(map(len, texts)), start=1)]
+    ends = list(map(add, accumulate(map(len, texts)), count(sep, sep)))
     i, base = 0, 0
     while i < len(texts):
         # A run of texts up to about _BATCH_CHARS (a longer text is scanned alone).
@@ -618,7 +619,7 @@ def find_patterns_many(texts: Sequence[str], entities: frozenset[str]) -> list[S
         if j == i + 1:
             out[i] = find_patterns(texts[i], entities)
         else:
-            group_ends = [end - base for end in ends[i:j]]
+            group_ends = list(map(sub, ends[i:j], repeat(base, j - i))) if base else ends[i:j]
             k, start_of_text, limit = 0, 0, group_ends[0]
             text_spans: list[EntitySpan] = []
             out[i] = text_spans

@@ -27,6 +27,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import compress
 from typing import Any, NamedTuple
 
 from veil.pii.entities import DEFAULT_NER_ENTITIES, NER_ENTITIES, PATTERN_ENTITIES, EntitySpan
@@ -136,7 +137,7 @@ class _Walk:
 
 _Counts = dict[tuple[str, str], int]  # replacements per (entity type, detector)
 _JSON_OPENERS = ("{", "[")
-_WHOLE = object()  # the skeleton of a value that is a single text
+_WHOLE = object()  # the skeleton of a value that is a single text (text i of value i)
 # Builds a named tuple without its Python-level __new__ (the per-value cost on ingest adds up).
 _tuple_new = tuple.__new__
 # Characters a replacement must not contain to be written inside a JSON string literal as is.
@@ -212,25 +213,21 @@ class Scrubber:
         elif len(trace_ids) != len(values):
             raise ValueError(f"got {len(trace_ids)} trace ids for {len(values)} values")
         walk = _Walk()
+        # Text i is value i itself when that value is one text to scan as given (most are: plain strings,
+        # message lists scanned whole), so nothing per such value is recorded; a value that has to be
+        # walked leaves "" at i (nothing is found in it) and its leaves after all the values.
         texts = walk.texts
-        skeletons: list[Any] = []  # _WHOLE for a value that is one text (at first_text), else its skeleton
-        first_text: list[int] = []
+        texts.extend(values)
+        owners = list(range(len(values)))  # the index of the value each text came from
+        skeletons: dict[int, Any] = {}  # the skeleton of each walked value
         lossy: list[int] = []  # values the walk changed even where nothing is found
-        owners: list[int] = []  # the index of the value each text came from
         max_chars = self.config.max_text_chars
         for i, value in enumerate(values):
-            first = len(texts)
-            first_text.append(first)
-            # Most values are plain strings (span attributes) or message lists to scan whole: one text
-            # each, without the walk.
             if type(value) is str and len(value) <= max_chars:
-                plain = value[:1] not in _JSON_OPENERS
-                if plain or self._whole_json(value, 0):
-                    if not plain:
-                        walk.raw_json[first] = 0
-                    skeletons.append(_WHOLE)
-                    texts.append(value)
-                    owners.append(i)
+                if value[:1] not in _JSON_OPENERS:
+                    continue
+                if self._whole_json(value, 0):
+                    walk.raw_json[i] = 0
                     continue
             elif (
                 type(value) is tuple
@@ -239,12 +236,16 @@ class Scrubber:
             ):
                 # A string array attribute of plain strings (finish reasons): one text per item, as the
                 # walk would make them, without it.
-                skeletons.append(tuple(_Leaf(k, None) for k in range(first, first + len(value))))
+                first = len(texts)
+                skeletons[i] = tuple(_Leaf(k, None) for k in range(first, first + len(value)))
+                texts[i] = ""
                 texts.extend(value)
                 owners.extend([i] * len(value))
                 continue
+            texts[i] = ""
+            first = len(texts)
             walk.lossy = False
-            skeletons.append(self._decompose(value, walk, 0))
+            skeletons[i] = self._decompose(value, walk, 0)
             if walk.lossy:
                 lossy.append(i)
             owners.extend([i] * (len(texts) - first))
@@ -255,24 +256,22 @@ class Scrubber:
         # Plain dicts, not Counters: a Counter costs microseconds to make, and this runs per span.
         counters: dict[int, _Counts] = {}
         scrubbed = list(texts)
-        for index, (text, text_spans, owner) in enumerate(zip(texts, spans, owners, strict=True)):
-            if not text_spans:
-                continue
+        for index in compress(range(len(spans)), spans):  # the texts with spans, found in C
+            owner = owners[index]
             namer = namers.get(owner)
             if namer is None:
                 namer = namers[owner] = self._namer(trace_ids[owner])
             counter = counters.get(owner)
             if counter is None:
                 counter = counters[owner] = {}
-            scrubbed[index] = self._replace(text, text_spans, namer, counter)
+            scrubbed[index] = self._replace(texts[index], spans[index], namer, counter)
         changed: dict[int, ScrubResult] = {}
         for i in {*counters, *lossy} if lossy else counters:
-            skeleton = skeletons[i]
+            skeleton = skeletons.get(i, _WHOLE)
             if skeleton is _WHOLE:
-                first = first_text[i]
-                json_text = parsed.get(first)
+                json_text = parsed.get(i)
                 # A single text, not walked: its scrubbed text is the value (what _assemble returns).
-                value = scrubbed[first] if json_text is None else _assemble(json_text, scrubbed, parsed)
+                value = scrubbed[i] if json_text is None else _assemble(json_text, scrubbed, parsed)
             else:
                 value = _assemble(skeleton, scrubbed, parsed)
             counter = counters.get(i)
