@@ -62,7 +62,6 @@ PASS_SECONDS = Histogram(
 
 _OWN_KEYS = frozenset({sc.VEIL_PII_SCRUBBED, sc.VEIL_PII_FINDINGS, sc.VEIL_COLLECTOR_PII_FINDINGS})
 _MAX_VALUE_DEPTH = 16
-_NESTED = frozenset({"array_value", "kvlist_value"})
 
 
 class _Targets:
@@ -265,18 +264,20 @@ def _append_findings(span: Span, counts: Counter[FindingKey]) -> None:
     )
 
 
-def _values(key: str, value: AnyValue, out: _Targets, depth: int = 0) -> None:
-    kind = value.WhichOneof("value")
-    if kind == "string_value":
-        out.nested_keys[len(out.values)] = key
-        out.holders.append(value)
-        out.values.append(value.string_value)
-    elif depth < _MAX_VALUE_DEPTH and kind == "array_value":
-        for item in value.array_value.values:
-            _values(key, item, out, depth + 1)
-    elif depth < _MAX_VALUE_DEPTH and kind == "kvlist_value":
-        for kv in value.kvlist_value.values:
-            _values(key, kv.value, out, depth + 1)
+def _values(key: str, items: Iterable[AnyValue], out: _Targets, depth: int) -> None:
+    """Collect the strings among ``items``, the values of an array or key-value list at ``depth``."""
+    for value in items:
+        text = value.string_value
+        if text:
+            out.nested_keys[len(out.values)] = key
+            out.holders.append(value)
+            out.values.append(text)
+        elif depth < _MAX_VALUE_DEPTH:
+            kind = value.WhichOneof("value")
+            if kind == "array_value":
+                _values(key, value.array_value.values, out, depth + 1)
+            elif kind == "kvlist_value":
+                _values(key, [kv.value for kv in value.kvlist_value.values], out, depth + 1)
 
 
 def _attributes(attributes: Iterable[KeyValue], out: _Targets, only: frozenset[str] | None = None) -> None:
@@ -292,10 +293,17 @@ def _attributes(attributes: Iterable[KeyValue], out: _Targets, only: frozenset[s
             if key not in _OWN_KEYS and (only is None or key in only):
                 holders.append(kv)
                 values.append(text)
-        elif value.WhichOneof("value") in _NESTED:
+        else:
+            kind = value.WhichOneof("value")
+            if kind != "array_value" and kind != "kvlist_value":
+                continue
             key = kv.key
-            if key not in _OWN_KEYS and (only is None or key in only):
-                _values(key, value, out)
+            if key in _OWN_KEYS or (only is not None and key not in only):
+                continue
+            if kind == "array_value":
+                _values(key, value.array_value.values, out, 1)
+            else:
+                _values(key, [kv.value for kv in value.kvlist_value.values], out, 1)
 
 
 def _all_strings(request: ExportTraceServiceRequest) -> _Targets:
