@@ -276,11 +276,12 @@ def main() -> None:
     if args.profile:
         profile(ours, texts, warmup, device, args.out)
         return
+    single = SingleRun(texts, lengths, config, device, args.out, *peak_tflops(device, args.peak_tflops))
     if args.stages:
-        stages(ours, texts, lengths, config, device, args.out, *peak_tflops(device, args.peak_tflops))
+        stages(ours, single)
         return
     if args.compile:
-        compiled(loaded, texts, lengths, config, device, args.out, *peak_tflops(device, args.peak_tflops))
+        compiled(loaded, single)
         return
     if args.tokenize:
         tokenizing(ours, make_texts(TOKENIZE_TEXTS, vocabulary, rng), device, args.out)
@@ -428,24 +429,44 @@ def tokenizing(classifier: ToxicityClassifier, texts: list[str], device: torch.d
     print(text)
 
 
+@dataclass(frozen=True)
+class SingleRun:
+    """What the single-purpose modes (``--stages``, ``--compile``) share: the texts and their token counts,
+    the model's shape, the device, where the table goes, and the card's bf16 peak (None where unknown)."""
+
+    texts: list[str]
+    lengths: list[int]
+    config: BertConfig
+    device: torch.device
+    out: Path
+    device_name: str
+    peak: float | None
+
+    def share_of_peak(self, seconds: float) -> str:
+        """The model FLOPs of all texts done in ``seconds``, as a share of the peak."""
+        if not self.peak:
+            return "n/a"
+        flops = sum(flops_per_text(tokens, self.config) for tokens in self.lengths)
+        return f"{100 * flops / seconds / 1e12 / self.peak:.1f} %"
+
+    def write(self, mode: str, lines: list[str]) -> None:
+        """Prints the table and writes it to ``classify_<device>_<mode>.md`` under ``out``."""
+        text = "\n".join(lines) + "\n"
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / f"classify_{self.device.type}_{mode}.md").write_text(text)
+        print(text)
+
+
 STAGES_BATCH = 256
 STAGES_ROUNDS = 3
 
 
-def stages(
-    classifier: ToxicityClassifier,
-    texts: list[str],
-    lengths: list[int],
-    config: BertConfig,
-    device: torch.device,
-    out: Path,
-    device_name: str,
-    peak: float | None,
-) -> None:
+def stages(classifier: ToxicityClassifier, setup: SingleRun) -> None:
     """What bounds ``predict``: its two halves alone against the whole, on the same batches. ``predict``
     overlaps tokenizing batch k + 1 with the forward pass of batch k, so it can at best run at the slower
     half's rate."""
     classifier.batch_size = STAGES_BATCH
+    texts = setup.texts
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     cut = [min(len(texts[i]), MAX_TOKENS * CHARS_PER_TOKEN) for i in order]
     plan = plan_batches(cut, STAGES_BATCH, classifier.max_padding)
@@ -465,11 +486,10 @@ def stages(
     classifier.predict(texts[:64])
     best: dict[str, float] = {}
     for _ in range(STAGES_ROUNDS):  # interleaved, best kept
-        for name, run in runners.items():
-            best[name] = min(best.get(name, float("inf")), timed(run, device))
-    flops = sum(flops_per_text(tokens, config) for tokens in lengths)
+        for name, runner in runners.items():
+            best[name] = min(best.get(name, float("inf")), timed(runner, setup.device))
     lines = [
-        f"# Where predict() spends its time ({device_name}, {os.cpu_count()} CPUs, "
+        f"# Where predict() spends its time ({setup.device_name}, {os.cpu_count()} CPUs, "
         f"torch {torch.__version__})",
         "",
         f"{len(texts)} texts of the benchmark's mix in {len(batches)} batches of at most {STAGES_BATCH}; "
@@ -481,37 +501,25 @@ def stages(
     ]
     whole = best["predict() end to end"]
     for name, seconds in best.items():
-        share = f"{100 * flops / seconds / 1e12 / peak:.1f} %" if peak else "n/a"
+        share = setup.share_of_peak(seconds)
         lines.append(f"| {name} | {len(texts) / seconds:,.0f} | {whole / seconds:.2f}x | {share} |")
-    text = "\n".join(lines) + "\n"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"classify_{device.type}_stages.md").write_text(text)
-    print(text)
+    setup.write("stages", lines)
 
 
 COMPILE_BATCHES = (128, 256)
 COMPILE_ROUNDS = 3
 
 
-def compiled(
-    loaded: LoadedModel,
-    texts: list[str],
-    lengths: list[int],
-    config: BertConfig,
-    device: torch.device,
-    out: Path,
-    device_name: str,
-    peak: float | None,
-) -> None:
+def compiled(loaded: LoadedModel, setup: SingleRun) -> None:
     """An experiment, not a collector option: would ``torch.compile`` (kernel fusion of the layer norms, GELU
     and residual adds, a quarter of the GPU time in the profile) pay for its compile time and its
     recompiles on new shapes? Same texts and batch sizes, eager and compiled classifiers interleaved."""
+    texts, device = setup.texts, setup.device
     eager = ToxicityClassifier.from_loaded(loaded)
     fused = ToxicityClassifier.from_loaded(loaded)
     fused.model = torch.compile(fused.model, dynamic=True)
     fused.batch_size = COMPILE_BATCHES[0]
     compile_s = timed(lambda: fused.predict(texts), device)  # compiles (and recompiles) on first shapes
-    flops = sum(flops_per_text(tokens, config) for tokens in lengths)
     best: dict[tuple[str, int], float] = {}
     for _ in range(COMPILE_ROUNDS):
         for name, classifier in (("eager", eager), ("compiled", fused)):
@@ -521,7 +529,7 @@ def compiled(
                 best[name, size] = min(best.get((name, size), seconds), seconds)
     difference = max_difference(fused.predict(texts), eager.predict(texts))
     lines = [
-        f"# torch.compile experiment ({device_name}; torch {torch.__version__})",
+        f"# torch.compile experiment ({setup.device_name}; torch {torch.__version__})",
         "",
         f"{len(texts)} texts of the benchmark's mix, attention {eager.attention}, precision "
         f"{eager.precision}; best of {COMPILE_ROUNDS} interleaved rounds; first compiled pass (compiling) "
@@ -532,13 +540,10 @@ def compiled(
         "|---|---:|---:|---:|---:|",
     ]
     for (name, size), seconds in best.items():
-        share = f"{100 * flops / seconds / 1e12 / peak:.1f} %" if peak else "n/a"
         speedup = best["eager", size] / seconds
+        share = setup.share_of_peak(seconds)
         lines.append(f"| {name} | {size} | {len(texts) / seconds:,.1f} | {speedup:.2f}x | {share} |")
-    text = "\n".join(lines) + "\n"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"classify_{device.type}_compile.md").write_text(text)
-    print(text)
+    setup.write("compile", lines)
 
 
 def profile(
