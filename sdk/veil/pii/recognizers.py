@@ -499,11 +499,15 @@ def _number(text: str, base: int, blob: str, out: list[EntitySpan]) -> None:
 # to be an IPv4 address, SSN, card or phone number; the digits of an IBAN after its country code; legacy
 # Bitcoin addresses. The expression starts with a character class so ``re`` skips to candidates quickly.
 _DIGIT_SEEDED = re.compile(
-    r"[+(0-9](?:"
-    # Numbers and wallets must not continue a word ("ID12345678"): the lookbehinds check the character
-    # before the first one, after it, so ``re`` keeps its fast first-character search.
-    r"(?<!\w[+(0-9])(?P<num>[0-9().\- ]{5,30}[0-9](?: ?(?:x|ext\.?) ?[0-9]{1,6})?)"
-    r"|(?<!\w[13])(?<=[13])(?P<btc>[1-9A-HJ-NP-Za-km-z]{25,34}(?![0-9A-Za-z]))"
+    r"[+(0-9]"
+    # Numbers and wallets must not continue a word ("ID12345678"); an IBAN's seed, its first check digit,
+    # follows the two letters of its country. So no match has a digit or "_" before its first character:
+    # one lookbehind rejects the digits inside a run of them (most digits), where each branch's own
+    # lookbehinds would be tried in turn. The lookbehinds check the character before the first one,
+    # after it, so ``re`` keeps its fast first-character search.
+    r"(?<![0-9_][+(0-9])(?:"
+    r"(?<!\w[+(0-9])(?:(?P<num>[0-9().\- ]{5,30}[0-9](?: ?(?:x|ext\.?) ?[0-9]{1,6})?)"
+    r"|(?<=[13])(?P<btc>[1-9A-HJ-NP-Za-km-z]{25,34}(?![0-9A-Za-z])))"
     r"|(?<=[A-Za-z]{2}[0-9])(?P<iban>[0-9] ?[A-Za-z0-9]{4} ?[A-Za-z0-9]{4})"
     r")"
 )
