@@ -4,6 +4,7 @@ encoder, as a plain OpenTelemetry exporter would send them), and pii_findings ro
 from __future__ import annotations
 
 import json
+from collections import Counter
 from datetime import datetime, timezone
 
 import pytest
@@ -110,6 +111,61 @@ def test_fast_pass_scrubs_every_string_value_in_place(scrubber: ServerScrubber) 
     assert counts[("CREDIT_CARD", "pattern", "output")] == 1
     assert counts[("IP_ADDRESS", "pattern", "attribute")] == 2
     assert "John Smith" in _attrs(chat)[sc.GEN_AI_OUTPUT_MESSAGES]  # names are the NER pass's job
+
+
+def test_fast_pass_attributes_findings_to_their_span_and_trace() -> None:
+    """Resource and scope findings go to the first span of that resource or scope, span findings to their
+    own span; placeholders use that span's trace id; own findings attributes are not scrubbed."""
+    request = ExportTraceServiceRequest()
+    spans = []
+    for r in range(2):
+        resource_spans = request.resource_spans.add()
+        resource_spans.resource.attributes.append(
+            KeyValue(key="owner", value=AnyValue(string_value=f"ops{r}@example.com"))
+        )
+        for s in range(2):
+            scope_spans = resource_spans.scope_spans.add()
+            scope_spans.scope.attributes.append(
+                KeyValue(key="contact", value=AnyValue(string_value=f"scope{r}{s}@example.com"))
+            )
+            for k in range(2):
+                span = scope_spans.spans.add(trace_id=bytes([r, s, k]) * 5 + b"x", span_id=bytes([k]) * 8)
+                span.attributes.extend(
+                    [
+                        KeyValue(key="n", value=AnyValue(int_value=7)),
+                        KeyValue(key="ip", value=AnyValue(string_value=f"203.0.113.{10 * r + 2 * s + k}")),
+                        KeyValue(
+                            key=sc.VEIL_PII_FINDINGS, value=AnyValue(string_value='["jane@example.com"]')
+                        ),
+                    ]
+                )
+                spans.append(span)
+    scrubber = ServerScrubber(ner_enabled=False)
+    assert scrubber.fast_pass(request) == 2 + 4 + 8
+    key = scrubber.placeholder_key
+    for r, resource_spans in enumerate(request.resource_spans):
+        first = resource_spans.scope_spans[0].spans[0]
+        owner = resource_spans.resource.attributes[0].value.string_value
+        ops = f"ops{r}@example.com"
+        assert owner == collector_placeholder(key, first.trace_id.hex(), "EMAIL_ADDRESS", ops)
+        for s, scope_spans in enumerate(resource_spans.scope_spans):
+            scope_first = scope_spans.spans[0]
+            contact = scope_spans.scope.attributes[0].value.string_value
+            assert contact == collector_placeholder(
+                key, scope_first.trace_id.hex(), "EMAIL_ADDRESS", f"scope{r}{s}@example.com"
+            )
+            for k, span in enumerate(scope_spans.spans):
+                attrs = _attrs(span)
+                assert attrs[sc.VEIL_PII_FINDINGS] == '["jane@example.com"]'
+                assert attrs["ip"] == collector_placeholder(
+                    key, span.trace_id.hex(), "IP_ADDRESS", f"203.0.113.{10 * r + 2 * s + k}"
+                )
+                counts = decode_findings(attrs[sc.VEIL_COLLECTOR_PII_FINDINGS])
+                emails = (s == 0 and k == 0) + (k == 0)  # the resource's, then the scope's first span
+                assert counts == Counter(
+                    {("IP_ADDRESS", "pattern", "attribute"): 1}
+                    | ({("EMAIL_ADDRESS", "pattern", "attribute"): emails} if emails else {})
+                )
 
 
 def test_ner_pass_scrubs_content_attributes_and_appends_findings(scrubber: ServerScrubber) -> None:
