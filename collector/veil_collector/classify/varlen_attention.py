@@ -17,8 +17,8 @@ its own thread blocks, so a text's result does not depend on its batchmates.
 
 The kernel is CUDA-only (Ampere or later) and bf16/fp16-only (:func:`flash_varlen_supported`). It is reached
 through ``torch.ops.aten._flash_attention_forward``, the op behind torch's nested-tensor attention and
-``torch.nn.attention.varlen``; the public ``varlen_attn`` wrapper is newer than the torch releases we
-support and did not take ``seqused_k`` in all of them.
+``torch.nn.attention.varlen`` (a prototype API in torch 2.13), called directly so that it needs nothing
+newer than the op's ``seqused_k`` argument, which :func:`flash_varlen_supported` checks for.
 """
 
 from __future__ import annotations
