@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tiny_detoxify import WORDS
 from transformers import AutoTokenizer
 
@@ -48,6 +50,30 @@ def test_backend_path_gives_the_tokenizers_own_ids_and_mask(tokenizer: object, m
         assert torch.equal(ids, expected_ids)
         assert torch.equal(mask, expected_mask)
         assert ids.shape[1] <= max_length
+
+
+# Pieces that exercise what BERT's normalizer does: case, every ASCII control character, the special
+# tokens' own text (matched before normalization), accents and CJK (which must take the model's path).
+PIECES = st.one_of(
+    st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=127), max_size=30),
+    st.sampled_from(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[pad]"]),
+    st.sampled_from(["Café", "naïve", "東京", "\u00a0"]),
+    st.sampled_from(WORDS).map(str.upper),
+)
+TEXTS = st.lists(PIECES, max_size=12).map(" ".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(batch=st.lists(TEXTS, min_size=1, max_size=6), max_length=st.sampled_from([512, 8]))
+def test_ascii_texts_skip_bert_normalization_with_the_same_ids(
+    tokenizer: object, batch: list[str], max_length: int
+) -> None:
+    encoder = BatchEncoder(tokenizer, max_length, torch.device("cpu"))
+    assert encoder._encode_ascii is not None  # the tiny model's normalizer is BERT's, lowercasing
+    ids, mask = encoder.tokenize(batch)
+    expected_ids, expected_mask = reference(tokenizer, batch, max_length)
+    assert torch.equal(ids, expected_ids)
+    assert torch.equal(mask, expected_mask)
 
 
 def test_iter_encoded_keeps_order_and_tokenizes_ahead_on_another_thread(tokenizer: object) -> None:
