@@ -56,7 +56,6 @@ from pathlib import Path
 
 import torch
 import transformers
-from torch.nn.attention import sdpa_kernel
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,12 +64,9 @@ sys.path.insert(0, str(ROOT / "collector"))
 from veil_collector.classify.encoding import BatchEncoder  # noqa: E402
 from veil_collector.classify.loader import LoadedModel, load_model, resolve_model  # noqa: E402
 from veil_collector.classify.toxicity import (  # noqa: E402
-    ATTENTION_BACKENDS,
-    CHARS_PER_TOKEN,
     MAX_TOKENS,
     ToxicityClassifier,
     native_bf16,
-    plan_batches,
     resolve_device,
 )
 
@@ -467,20 +463,13 @@ def stages(classifier: ToxicityClassifier, setup: SingleRun) -> None:
     half's rate."""
     classifier.batch_size = STAGES_BATCH
     texts = setup.texts
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    cut = [min(len(texts[i]), MAX_TOKENS * CHARS_PER_TOKEN) for i in order]
-    plan = plan_batches(cut, STAGES_BATCH, classifier.max_padding)
-    batches = [[texts[order[i]] for i in rows] for rows in plan]
+    _, batches = classifier.batches(texts)
     encoder = classifier._encoder
     encoded = [encoder.to_device(*encoder.tokenize(batch)) for batch in batches]
 
-    def forward_passes() -> None:
-        with torch.inference_mode(), sdpa_kernel(ATTENTION_BACKENDS):
-            torch.cat([classifier._score_batch(ids, mask) for ids, mask in encoded]).cpu()
-
     runners = {
         "tokenizing alone (BatchEncoder.tokenize, CPU)": lambda: [encoder.tokenize(b) for b in batches],
-        "forward passes alone (inputs on the device)": forward_passes,
+        "forward passes alone (inputs on the device)": lambda: classifier.score_encoded(encoded),
         "predict() end to end": lambda: classifier.predict(texts),
     }
     classifier.predict(texts[:64])

@@ -46,7 +46,7 @@ from __future__ import annotations
 import copy
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -282,32 +282,35 @@ class ToxicityClassifier:
         """Score ``texts``; see the class docstring for the contract."""
         if not texts:
             return []
-        # Character length orders texts almost exactly as token length does, without a tokenization pass
-        # up front: batch k + 1 is tokenized on a helper thread while batch k runs (see encoding.py).
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        longest = self.max_length * CHARS_PER_TOKEN
-        batches = plan_batches(
-            [min(len(texts[i]), longest) for i in order], self.batch_size, self.max_padding
-        )
-        chunks = [[texts[order[i]] for i in batch] for batch in batches]
+        order, chunks = self.batches(texts)
         with self._lock:
-            outputs: list[torch.Tensor] = []
-            with torch.inference_mode(), sdpa_kernel(ATTENTION_BACKENDS):
-                for input_ids, attention_mask in self._encoder.iter_encoded(chunks):
-                    # Kept on the device: one transfer (and one sync) for the whole call.
-                    outputs.append(self._score_batch(input_ids, attention_mask))
-                sorted_scores = torch.cat(outputs).cpu()
+            sorted_scores = self.score_encoded(self._encoder.iter_encoded(chunks))
         scores = torch.empty_like(sorted_scores)
         scores[torch.tensor(order)] = sorted_scores
         # strict=False: a head may have more outputs than the checkpoint names; unnamed ones are not returned.
         return [dict(zip(self._all_labels, row, strict=False)) for row in scores.tolist()]
 
-    def _score_batch(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Sigmoid scores (fp32, on the device) of one tokenized batch; the caller holds the inference-mode
-        and attention-backend contexts of :meth:`predict`."""
-        packing = varlen_kwargs(attention_mask) if self.attention == "flash-varlen" else {}
-        logits = self.model(input_ids=input_ids, attention_mask=attention_mask, **packing).logits
-        return torch.sigmoid(logits.float())
+    def batches(self, texts: Sequence[str]) -> tuple[list[int], list[list[str]]]:
+        """How :meth:`predict` cuts ``texts``: the indices of ``texts`` in length order, and the batches
+        (:func:`plan_batches`) of the texts in that order."""
+        # Character length orders texts almost exactly as token length does, without a tokenization pass
+        # up front: batch k + 1 is tokenized on a helper thread while batch k runs (see encoding.py).
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        longest = self.max_length * CHARS_PER_TOKEN
+        plan = plan_batches([min(len(texts[i]), longest) for i in order], self.batch_size, self.max_padding)
+        return order, [[texts[order[i]] for i in batch] for batch in plan]
+
+    def score_encoded(self, encoded: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """Sigmoid scores (fp32, on the CPU, one row per text) of tokenized ``(input_ids, attention_mask)``
+        batches on the model's device, in their order. Not locked: :meth:`predict` holds the lock."""
+        outputs: list[torch.Tensor] = []
+        with torch.inference_mode(), sdpa_kernel(ATTENTION_BACKENDS):
+            for input_ids, attention_mask in encoded:
+                packing = varlen_kwargs(attention_mask) if self.attention == "flash-varlen" else {}
+                logits = self.model(input_ids=input_ids, attention_mask=attention_mask, **packing).logits
+                # Kept on the device: one transfer (and one sync) for the whole call.
+                outputs.append(torch.sigmoid(logits.float()))
+            return torch.cat(outputs).cpu()
 
 
 def load_toxicity_classifier(
