@@ -32,10 +32,17 @@ logger = logging.getLogger(__name__)
 _encode_failure_logged = False
 
 
+class ScrubOutcome(Protocol):
+    """What the fast pass did (``scrub.PassResult``)."""
+
+    @property
+    def changed(self) -> int: ...
+
+
 class FastScrubber(Protocol):
     """The pattern scrub pass run before a request touches the disk (``scrub.ServerScrubber``)."""
 
-    def fast_pass(self, request: ExportTraceServiceRequest) -> Any: ...
+    def fast_pass(self, request: ExportTraceServiceRequest) -> ScrubOutcome: ...
 
     @property
     def placeholder_key(self) -> bytes: ...
@@ -52,7 +59,9 @@ class PreparedRequest:
     """What :func:`prepare` made of one request.
 
     Attributes:
-        body: the validated, scrubbed request the spool stores.
+        body: the validated, scrubbed request the spool stores: the protobuf body as it came (after
+            decompression) when neither validation nor the scrub changed it, else the request
+            re-serialized.
         result: the spans kept and dropped.
         rows: the request's rows encoded for the drain (``RowEncoder.encode``), or None when no encoder
             was given or no span was accepted.
@@ -78,14 +87,18 @@ def prepare(
     Raises:
         ReceiverError: the request is refused as a whole (400, 413 or 415).
     """
-    request = decode_request(decompress(raw, content_encoding, limit=limit), encoding)
+    data = decompress(raw, content_encoding, limit=limit)
+    request = decode_request(data, encoding)
     result = drop_invalid_spans(request)
     if not result.accepted:
         return PreparedRequest(request.SerializeToString(), result)
-    if scrubber is not None:
-        scrubber.fast_pass(request)
+    changed = scrubber.fast_pass(request).changed if scrubber is not None else 0
     rows = _encode_rows(encoder, project_id, request) if encoder is not None else None
-    return PreparedRequest(request.SerializeToString(), result, rows)
+    # Most requests come from SDKs that scrubbed at the source, so the pass changes nothing: the protobuf
+    # body then parses to exactly the message that re-serializing would give, and is stored as it came
+    # (a request's largest CPU cost after the scrub and the encoding). JSON is always stored as protobuf.
+    unchanged = encoding is Encoding.PROTOBUF and not result.rejected and not changed
+    return PreparedRequest(data if unchanged else request.SerializeToString(), result, rows)
 
 
 def _encode_rows(encoder: RowEncoder, project_id: str, request: ExportTraceServiceRequest) -> Any:
@@ -126,8 +139,20 @@ def _worker_ready() -> None:
 
 def _prepare_in_worker(
     raw: bytes, content_encoding: str | None, encoding: Encoding, limit: int, project_id: str
-) -> PreparedRequest:
-    return prepare(raw, content_encoding, encoding, limit, _worker_scrubber, project_id, _worker_encoder)
+) -> PreparedRequest | _RawBodyKept:
+    prepared = prepare(raw, content_encoding, encoding, limit, _worker_scrubber, project_id, _worker_encoder)
+    if prepared.body is raw:
+        # The server holds these bytes already: do not send them back through the pipe.
+        return _RawBodyKept(prepared.result, prepared.rows)
+    return prepared
+
+
+@dataclass(frozen=True, slots=True)
+class _RawBodyKept:
+    """A worker's :class:`PreparedRequest` whose body is the raw body the server sent it."""
+
+    result: ValidationResult
+    rows: Any
 
 
 class RequestPreparer:
@@ -173,9 +198,12 @@ class RequestPreparer:
                 prepare, raw, content_encoding, encoding, limit, self._scrubber, project_id, self._encoder
             )
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
+        prepared = await loop.run_in_executor(
             self._pool, _prepare_in_worker, raw, content_encoding, encoding, limit, project_id
         )
+        if isinstance(prepared, _RawBodyKept):
+            return PreparedRequest(raw, prepared.result, prepared.rows)
+        return prepared
 
     def close(self) -> None:
         """Stop the worker processes (requests still being prepared finish first)."""

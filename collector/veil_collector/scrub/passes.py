@@ -33,6 +33,7 @@ import time
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, overload
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -47,7 +48,7 @@ from veil.pii.findings import FindingKey, add_findings, decode_findings, encode_
 from veil.pii.ner import DEFAULT_SPACY_MODEL
 from veil_collector.scrub.keys import placeholder_key
 
-__all__ = ["ServerScrubber"]
+__all__ = ["PassResult", "ServerScrubber"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,20 @@ PASS_SECONDS = Histogram(
 
 _OWN_KEYS = frozenset({sc.VEIL_PII_SCRUBBED, sc.VEIL_PII_FINDINGS, sc.VEIL_COLLECTOR_PII_FINDINGS})
 _MAX_VALUE_DEPTH = 16
+
+
+@dataclass(frozen=True, slots=True)
+class PassResult:
+    """What one PII pass did to a request.
+
+    Attributes:
+        replaced: entities replaced.
+        changed: strings rewritten: those with entities, and those cut to the scrubber's length limit
+            (a cut string may hold no entity). 0 means the request is exactly as it came.
+    """
+
+    replaced: int = 0
+    changed: int = 0
 
 
 class _Targets:
@@ -140,7 +155,7 @@ class ServerScrubber:
     """The collector's PII scrubber.
 
     Args:
-        ner_enabled: Run the NER pass (``ner_pass`` is a no-op returning 0 when False).
+        ner_enabled: Run the NER pass (``ner_pass`` is a no-op when False).
         spacy_model: spaCy model package or directory for the NER pass (never downloaded).
         ner_entities: NER entity types (default PERSON, LOCATION, NRP).
         ner_batch_size: Texts per ``nlp.pipe`` batch.
@@ -215,22 +230,22 @@ class ServerScrubber:
         if self._ner is not None and self._ner.ner_tier is not None:
             self._ner.ner_tier.warm_up()
 
-    def fast_pass(self, request: ExportTraceServiceRequest) -> int:
-        """Replace pattern entities in every string of ``request``; return how many were replaced."""
+    def fast_pass(self, request: ExportTraceServiceRequest) -> PassResult:
+        """Replace pattern entities in every string of ``request``."""
         with PASS_SECONDS.labels("pattern").time():
             return self._run(self._patterns, _all_strings(request), "pattern")
 
-    def ner_pass(self, request: ExportTraceServiceRequest) -> int:
-        """Replace NER entities in the content attributes of ``request``; return how many were replaced."""
+    def ner_pass(self, request: ExportTraceServiceRequest) -> PassResult:
+        """Replace NER entities in the content attributes of ``request``."""
         if self._ner is None:
-            return 0
+            return PassResult()
         with PASS_SECONDS.labels("ner").time():
             return self._run(self._ner, _content_strings(request), "ner")
 
     @staticmethod
-    def _run(scrubber: Scrubber, targets: _Targets, pass_name: str) -> int:
+    def _run(scrubber: Scrubber, targets: _Targets, pass_name: str) -> PassResult:
         if not targets.values:
-            return 0
+            return PassResult()
         started = time.perf_counter()
         # Only the changed strings come back (most hold no PII): nothing to write back for the rest.
         changed = scrubber.scrub_changed(targets.values, trace_ids=_TraceIds(targets))
@@ -250,7 +265,7 @@ class ServerScrubber:
         logger.debug(
             "%s pass: %d entities in %.1f ms", pass_name, total, (time.perf_counter() - started) * 1e3
         )
-        return total
+        return PassResult(replaced=total, changed=len(changed))
 
 
 def _append_findings(span: Span, counts: Counter[FindingKey]) -> None:

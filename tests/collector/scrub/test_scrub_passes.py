@@ -98,7 +98,7 @@ def scrubber() -> ServerScrubber:
 
 def test_fast_pass_scrubs_every_string_value_in_place(scrubber: ServerScrubber) -> None:
     request = _request()
-    replaced = scrubber.fast_pass(request)
+    replaced = scrubber.fast_pass(request).replaced
     wire = request.SerializeToString()
     for raw in ("jane@example.com", "4111 1111 1111 1111", "+1-555-123-4567", "203.0.113.77"):
         assert raw.encode() not in wire
@@ -141,7 +141,7 @@ def test_fast_pass_attributes_findings_to_their_span_and_trace() -> None:
                 )
                 spans.append(span)
     scrubber = ServerScrubber(ner_enabled=False)
-    assert scrubber.fast_pass(request) == 2 + 4 + 8
+    assert scrubber.fast_pass(request).replaced == 2 + 4 + 8
     key = scrubber.placeholder_key
     for r, resource_spans in enumerate(request.resource_spans):
         first = resource_spans.scope_spans[0].spans[0]
@@ -171,7 +171,7 @@ def test_fast_pass_attributes_findings_to_their_span_and_trace() -> None:
 def test_ner_pass_scrubs_content_attributes_and_appends_findings(scrubber: ServerScrubber) -> None:
     request = _request()
     scrubber.fast_pass(request)
-    assert scrubber.ner_pass(request) >= 3
+    assert scrubber.ner_pass(request).replaced >= 3
     chat = _chat(request)
     attrs = _attrs(chat)
     content = attrs[sc.GEN_AI_INPUT_MESSAGES] + attrs[sc.GEN_AI_OUTPUT_MESSAGES]
@@ -188,7 +188,7 @@ def test_ner_pass_scrubs_content_attributes_and_appends_findings(scrubber: Serve
 def test_ner_pass_is_a_no_op_when_disabled() -> None:
     request = _request()
     before = request.SerializeToString()
-    assert ServerScrubber(ner_enabled=False).ner_pass(request) == 0
+    assert ServerScrubber(ner_enabled=False).ner_pass(request).replaced == 0
     assert request.SerializeToString() == before
 
 

@@ -90,11 +90,11 @@ def test_ner_placeholders_of_the_collector_and_the_sdk_never_collide() -> None:
     collector = ServerScrubber(ner_enabled=True)
     from_gateway = encode_spans([gateway])
     collector.fast_pass(from_gateway)
-    assert collector.ner_pass(from_gateway) == 1
+    assert collector.ner_pass(from_gateway).replaced == 1
     # The SDK with NER on numbered Maria Garcia [PERSON_1] in the app's process; the span arrives later.
     from_app = encode_spans(default_span_scrubber(ner=True).scrub([app]))
     collector.fast_pass(from_app)
-    assert collector.ner_pass(from_app) == 0
+    assert collector.ner_pass(from_app).replaced == 0
 
     assert re.fullmatch(rf"Forwarded for \[PERSON_{TAG}\]\.", _text(from_gateway))
     assert _text(from_app) == "My name is [PERSON_1]."
@@ -238,6 +238,6 @@ def test_sdk_and_earlier_collector_placeholders_pass_through_the_collector_untou
     request = _request(bytes(range(16)), *texts)
     before = request.SerializeToString()
 
-    assert collector.fast_pass(request) == 0
-    assert collector.ner_pass(request) == 0
+    assert collector.fast_pass(request).replaced == 0
+    assert collector.ner_pass(request).replaced == 0
     assert request.SerializeToString() == before  # no text changed, no findings attribute added
