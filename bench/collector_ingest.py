@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import multiprocessing.queues
 import multiprocessing.synchronize
 import os
 import pickle
@@ -88,10 +89,9 @@ def start_collector(folder: Path, receiver_processes: int) -> tuple[subprocess.P
     raise RuntimeError("collector did not start")
 
 
-def send(args: tuple[str, list[bytes]]) -> tuple[int, float]:
+def send(url: str, bodies: list[bytes]) -> tuple[int, float]:
     """Post ``bodies`` one after another; the spans acknowledged and when the first request was sent
     (``perf_counter`` is CLOCK_MONOTONIC, one clock for every process of the machine)."""
-    url, bodies = args
     acked = 0
     first_sent = time.perf_counter()
     with httpx.Client(timeout=60) as client:
@@ -109,8 +109,16 @@ def send(args: tuple[str, list[bytes]]) -> tuple[int, float]:
     return acked, first_sent
 
 
-def _client_ready(barrier: multiprocessing.synchronize.Barrier) -> None:
-    barrier.wait()
+def _client(
+    url: str,
+    payload_file: Path,
+    ready: multiprocessing.synchronize.Barrier,
+    results: multiprocessing.queues.Queue[tuple[int, float]],
+) -> None:
+    """One client process: load its requests, wait for the others, send."""
+    bodies = pickle.loads(payload_file.read_bytes())
+    ready.wait()
+    results.put(send(url, bodies))
 
 
 def wait_drained(url: str) -> None:
@@ -118,20 +126,26 @@ def wait_drained(url: str) -> None:
         time.sleep(0.05)
 
 
-def measure_collector(url: str, payloads: list[list[bytes]]) -> tuple[int, float]:
+def measure_collector(url: str, payload_files: list[Path]) -> tuple[int, float]:
     """Spans acknowledged and seconds from the first request until the spool is drained.
 
-    The client processes have started (imports done) before any of them sends, so their start-up is
-    neither timed nor run beside the collector's work.
+    Each client process has started (imports done) and loaded its requests from its file before any of
+    them sends, so neither their start-up nor handing them the requests is timed or run beside the
+    collector's work.
     """
     context = multiprocessing.get_context("spawn")
-    ready = context.Barrier(len(payloads) + 1)
-    with context.Pool(len(payloads), initializer=_client_ready, initargs=(ready,)) as pool:
-        ready.wait()
-        results = pool.map(send, [(url, bodies) for bodies in payloads], chunksize=1)
-        wait_drained(url)
-        finished = time.perf_counter()
-    return sum(acked for acked, _ in results), finished - min(first for _, first in results)
+    ready = context.Barrier(len(payload_files) + 1)
+    results = context.Queue()
+    clients = [context.Process(target=_client, args=(url, f, ready, results)) for f in payload_files]
+    for client in clients:
+        client.start()
+    ready.wait()
+    sent = [results.get() for _ in clients]
+    wait_drained(url)
+    finished = time.perf_counter()
+    for client in clients:
+        client.join()
+    return sum(acked for acked, _ in sent), finished - min(first for _, first in sent)
 
 
 def measure_latency(url: str, probes: int, background_rate: float, background: list[bytes]) -> list[float]:
@@ -173,7 +187,7 @@ def measure_latency(url: str, probes: int, background_rate: float, background: l
     return latencies
 
 
-def bare_insert_and_stage_costs(folder: Path, payload_file: Path) -> dict[str, object]:
+def bare_insert_and_stage_costs(folder: Path, payload_files: list[Path]) -> dict[str, object]:
     """Run in a subprocess with its own embedded ClickHouse (``--bare-insert``): the bare insert of the
     flattened rows, then the CPU seconds per span of each collector stage, as the collector runs them:
     decode, scrub and encoding (in its receiver workers) on a sample of requests, and the insert of the
@@ -190,7 +204,7 @@ def bare_insert_and_stage_costs(folder: Path, payload_file: Path) -> dict[str, o
     from veil_collector.store.migrate import migrate
     from veil_collector.store.native import RequestEncoder
 
-    bodies = pickle.loads(payload_file.read_bytes())
+    bodies = [body for file in payload_files for body in pickle.loads(file.read_bytes())]
     migrate(Store(f"chdb://{folder}", database="veil"))
     requests = [("p", ExportTraceServiceRequest.FromString(body)) for body in bodies]
     flat = FlatBatch()
@@ -247,14 +261,12 @@ def bare_insert_and_stage_costs(folder: Path, payload_file: Path) -> dict[str, o
 
 
 def measure_bare_insert(
-    folder: Path, payloads: list[list[bytes]]
+    folder: Path, payload_files: list[Path]
 ) -> tuple[int, float, float, dict[str, float]]:
     """Rows, seconds and CPU seconds per row of the bare insert, and CPU seconds per span of each
     collector stage."""
-    payload_file = folder / "payloads.pickle"
-    payload_file.write_bytes(pickle.dumps([body for bodies in payloads for body in bodies]))
     result = subprocess.run(
-        [sys.executable, __file__, "--bare-insert", str(folder / "bare"), str(payload_file)],
+        [sys.executable, __file__, "--bare-insert", str(folder / "bare"), *map(str, payload_files)],
         capture_output=True,
         text=True,
         check=True,
@@ -270,27 +282,32 @@ def main() -> None:
     parser.add_argument(
         "--receiver-processes", type=int, default=2, help="collector worker processes for decode and scrub"
     )
-    parser.add_argument("--bare-insert", nargs=2, metavar=("FOLDER", "PAYLOADS"), help=argparse.SUPPRESS)
+    parser.add_argument("--bare-insert", nargs="+", metavar="FOLDER PAYLOADS", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_insert:
-        print(json.dumps(bare_insert_and_stage_costs(Path(args.bare_insert[0]), Path(args.bare_insert[1]))))
+        folder, *payload_files = map(Path, args.bare_insert)
+        print(json.dumps(bare_insert_and_stage_costs(folder, payload_files)))
         return
     requests_per_client = 8 if args.quick else 30
     probes = 15 if args.quick else 40
 
     with tempfile.TemporaryDirectory(prefix="veil-bench-ingest-") as tmp:
         folder = Path(tmp)
-        payloads = [make_bodies(c, requests_per_client) for c in range(args.clients)]
-        content_bytes = len(payloads[0][0]) / SPANS_PER_REQUEST
+        payload_files = []
+        for c in range(args.clients):
+            bodies = make_bodies(c, requests_per_client)
+            payload_files.append(folder / f"client-{c}.pickle")
+            payload_files[-1].write_bytes(pickle.dumps(bodies))
+        content_bytes = len(bodies[0]) / SPANS_PER_REQUEST
         process, url = start_collector(folder, args.receiver_processes)
         try:
-            acked, seconds = measure_collector(url, payloads)
+            acked, seconds = measure_collector(url, payload_files)
             collector_rate = acked / seconds
             latencies = measure_latency(url, probes, collector_rate / 2, make_bodies(50, 40))
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(60)
-        bare_rows, bare_seconds, bare_cpu, stages = measure_bare_insert(folder, payloads)
+        bare_rows, bare_seconds, bare_cpu, stages = measure_bare_insert(folder, payload_files)
 
     bare_rate = bare_rows / bare_seconds
     p50 = statistics.median(latencies)
