@@ -11,6 +11,12 @@ Three measurements in one run, on the same generated rows:
 3. **Export -> queryable latency**: with a background client at about half the sustained rate, probe
    requests of one span are sent and ``GET /api/traces/{id}`` is polled until the trace is returned.
 
+The rate of this machine moves by up to 2x within minutes (its page faults and disk syncs are slow at
+times), so one collector run against one bare insert gives a ratio anywhere between the two. The first two
+measurements therefore run in ``--rounds`` interleaved rounds (collector then bare insert, then the other
+way round, ...), each on a fresh ClickHouse; the table reports each round and the medians, and the ratio
+is the median of the rounds' own ratios (each between two runs minutes apart at most).
+
 Prints a table and writes it to ``bench/results/collector_ingest.md``. ``--quick`` runs a smaller load.
 """
 
@@ -57,6 +63,7 @@ def make_bodies(client_id: int, requests: int) -> list[bytes]:
 
 
 def start_collector(folder: Path, receiver_processes: int) -> tuple[subprocess.Popen[bytes], str]:
+    folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
     env = {
         **os.environ,
@@ -187,11 +194,13 @@ def measure_latency(url: str, probes: int, background_rate: float, background: l
     return latencies
 
 
-def bare_insert_and_stage_costs(folder: Path, payload_files: list[Path]) -> dict[str, object]:
+def bare_insert_and_stage_costs(
+    folder: Path, payload_files: list[Path], stage_costs: bool
+) -> dict[str, object]:
     """Run in a subprocess with its own embedded ClickHouse (``--bare-insert``): the bare insert of the
-    flattened rows, then the CPU seconds per span of each collector stage, as the collector runs them:
-    decode, scrub and encoding (in its receiver workers) on a sample of requests, and the insert of the
-    encoded rows (in the server) on all of them, in drain batches of 10,240 spans."""
+    flattened rows, then, with ``stage_costs``, the CPU seconds per span of each collector stage, as the
+    collector runs them: decode, scrub and encoding (in its receiver workers) on a sample of requests, and
+    the insert of the encoded rows (in the server) on all of them, in drain batches of 10,240 spans."""
     import clickhouse_connect
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
@@ -217,6 +226,8 @@ def bare_insert_and_stage_costs(folder: Path, payload_files: list[Path]) -> dict
         client.insert("llm_calls", flat.llm_calls[i : i + 10_000], column_names=list(LLM_CALL_COLUMNS))
     wall, insert_cpu = time.perf_counter() - started, time.process_time() - cpu
     rows = len(flat.traces)
+    if not stage_costs:
+        return {"rows": rows, "wall": wall, "stages": {}, "bare_cpu": insert_cpu / rows}
 
     # Measure the stages as the collector runs them: start-up objects frozen out of GC passes
     # (``tune_gc``), rows encoded without GenAICall records (the collector here has no classifier stage),
@@ -261,12 +272,19 @@ def bare_insert_and_stage_costs(folder: Path, payload_files: list[Path]) -> dict
 
 
 def measure_bare_insert(
-    folder: Path, payload_files: list[Path]
+    folder: Path, payload_files: list[Path], stage_costs: bool
 ) -> tuple[int, float, float, dict[str, float]]:
-    """Rows, seconds and CPU seconds per row of the bare insert, and CPU seconds per span of each
-    collector stage."""
+    """Rows, seconds and CPU seconds per row of the bare insert, and (with ``stage_costs``) CPU seconds
+    per span of each collector stage."""
     result = subprocess.run(
-        [sys.executable, __file__, "--bare-insert", str(folder / "bare"), *map(str, payload_files)],
+        [
+            sys.executable,
+            __file__,
+            *(["--stage-costs"] if stage_costs else []),
+            "--bare-insert",
+            str(folder),
+            *map(str, payload_files),
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -282,14 +300,17 @@ def main() -> None:
     parser.add_argument(
         "--receiver-processes", type=int, default=2, help="collector worker processes for decode and scrub"
     )
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved collector / bare insert rounds")
     parser.add_argument("--bare-insert", nargs="+", metavar="FOLDER PAYLOADS", help=argparse.SUPPRESS)
+    parser.add_argument("--stage-costs", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_insert:
         folder, *payload_files = map(Path, args.bare_insert)
-        print(json.dumps(bare_insert_and_stage_costs(folder, payload_files)))
+        print(json.dumps(bare_insert_and_stage_costs(folder, payload_files, args.stage_costs)))
         return
     requests_per_client = 8 if args.quick else 30
     probes = 15 if args.quick else 40
+    rounds = 1 if args.quick else args.rounds
 
     with tempfile.TemporaryDirectory(prefix="veil-bench-ingest-") as tmp:
         folder = Path(tmp)
@@ -299,17 +320,32 @@ def main() -> None:
             payload_files.append(folder / f"client-{c}.pickle")
             payload_files[-1].write_bytes(pickle.dumps(bodies))
         content_bytes = len(bodies[0]) / SPANS_PER_REQUEST
-        process, url = start_collector(folder, args.receiver_processes)
-        try:
-            acked, seconds = measure_collector(url, payload_files)
-            collector_rate = acked / seconds
-            latencies = measure_latency(url, probes, collector_rate / 2, make_bodies(50, 40))
-        finally:
-            process.send_signal(signal.SIGTERM)
-            process.wait(60)
-        bare_rows, bare_seconds, bare_cpu, stages = measure_bare_insert(folder, payload_files)
+        collector_rates: list[float] = []
+        bare_rates: list[float] = []
+        latencies: list[float] = []
+        for r in range(rounds):
+            phases = ("collector", "bare") if r % 2 == 0 else ("bare", "collector")
+            for phase in phases:
+                if phase == "bare":
+                    rows, bare_seconds, bare_cpu, measured = measure_bare_insert(
+                        folder / f"bare-{r}", payload_files, stage_costs=r == rounds - 1
+                    )
+                    bare_rates.append(rows / bare_seconds)
+                    stages = measured or {}
+                    continue
+                process, url = start_collector(folder / f"collector-{r}", args.receiver_processes)
+                try:
+                    acked, seconds = measure_collector(url, payload_files)
+                    collector_rates.append(acked / seconds)
+                    if r == 0:
+                        latencies = measure_latency(url, probes, acked / seconds / 2, make_bodies(50, 40))
+                finally:
+                    process.send_signal(signal.SIGTERM)
+                    process.wait(60)
 
-    bare_rate = bare_rows / bare_seconds
+    ratios = [c / b for c, b in zip(collector_rates, bare_rates, strict=True)]
+    collector_rate = statistics.median(collector_rates)
+    bare_rate = statistics.median(bare_rates)
     p50 = statistics.median(latencies)
     p95 = statistics.quantiles(latencies, n=20)[-1]
     cpus = os.cpu_count()
@@ -319,17 +355,25 @@ def main() -> None:
             "",
             f"{acked} spans of {content_bytes:.0f} bytes each (protobuf), {SPANS_PER_REQUEST} spans per "
             f"request, {args.clients} client processes; embedded ClickHouse; pattern scrub on, NER off; "
-            f"{args.receiver_processes} receiver worker processes.",
+            f"{args.receiver_processes} receiver worker processes; {rounds} interleaved rounds.",
             "",
             "| measurement | value | target |",
             "| --- | --- | --- |",
-            f"| collector sustained spans/s (ack + stored) | {collector_rate:,.0f} | >= 10,000 |",
-            f"| bare clickhouse-connect insert rows/s (same rows) | {bare_rate:,.0f} | |",
-            f"| collector / bare insert | {collector_rate / bare_rate:.0%} | >= 30% |",
+            f"| collector sustained spans/s (ack + stored), median | {collector_rate:,.0f} | >= 10,000 |",
+            f"| bare clickhouse-connect insert rows/s (same rows), median | {bare_rate:,.0f} | |",
+            f"| collector / bare insert, median of the rounds | {statistics.median(ratios):.0%} | >= 30% |",
             f"| export -> queryable p50 (s), {len(latencies)} probes at 50% load | {p50:.3f} | |",
             f"| export -> queryable p95 (s) | {p95:.3f} | <= 2 |",
             "",
-            "CPU time per span by stage (process time, so other load on the machine barely moves it):",
+            "| round | collector spans/s | bare insert rows/s | collector / bare |",
+            "| --- | --- | --- | --- |",
+            *[
+                f"| {r + 1} | {c:,.0f} | {b:,.0f} | {c / b:.0%} |"
+                for r, (c, b) in enumerate(zip(collector_rates, bare_rates, strict=True))
+            ],
+            "",
+            "CPU time per span by stage, measured after the last round's bare insert (process time, so other "
+            "load on the machine barely moves it):",
             "",
             "| stage | CPU µs per span |",
             "| --- | --- |",
@@ -337,7 +381,7 @@ def main() -> None:
             f"| total | {sum(stages.values()) * 1e6:.1f} |",
             "",
             f"The bare insert (clickhouse-connect serializing the flattened rows, then chDB) used "
-            f"{bare_cpu * 1e6:.1f} CPU µs per row.",
+            f"{bare_cpu * 1e6:.1f} CPU µs per row (last round).",
             "",
         ]
     )
