@@ -8,6 +8,9 @@ Speed comes from never running an expensive expression over text that cannot mat
 * the literal scans run on a Latin-1 byte copy of the text (same offsets), where ``re``'s prefix search
   is about twice as fast as on ``str`` and than ``bytes.find``; validators and context checks still read
   the ``str``;
+* with Hyperscan installed, the recognizers driven by literals (API key prefixes, ``eyJ``, ``://``,
+  wallet prefixes, the keyword stems) visit the positions of those literals found in one pass over the
+  text (``_seeds``) instead of scanning once per literal; the results are the same without it;
 * single-character tests (``"@" in text``, ``"_" in data``, ``":" in text``: memchr) skip whole
   recognizers;
 * everything that starts with a digit (IPv4, SSN, card, phone, IBAN digits, legacy Bitcoin) is found in
@@ -27,10 +30,12 @@ from __future__ import annotations
 import ipaddress
 import re
 from bisect import bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from itertools import accumulate, count, repeat
 from operator import add, sub
 
+from veil.pii import _seeds
+from veil.pii._seeds import SeedIndex
 from veil.pii._validators import (
     IBAN_LENGTHS,
     base58check_ok,
@@ -78,7 +83,7 @@ _EMAIL_DOMAIN = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)
 _EMAIL_LOCAL_REVERSED = re.compile(r"[\w.%+\-]{1,64}")
 
 
-def _emails(text: str, data: bytes, out: list[EntitySpan]) -> None:
+def _emails(text: str, data: bytes, seeds: SeedIndex, out: list[EntitySpan]) -> None:
     if "@" not in text:
         return
     for at_match in _AT.finditer(text):
@@ -100,7 +105,6 @@ def _emails(text: str, data: bytes, out: list[EntitySpan]) -> None:
 
 # --- URLs with credentials or secret query parameters ----------------------------------------------------
 
-_SCHEME_SEP = re.compile(rb"://")
 _SCHEME_REVERSED = re.compile(r"[A-Za-z0-9+.\-]{1,16}")
 _URL_REST = re.compile(r"[^\s\"'<>\\`{}|^\x00]{1,4096}")
 _URL_SECRET_PARAM = re.compile(
@@ -111,24 +115,29 @@ _URL_SECRET_PARAM = re.compile(
 )
 
 
-def _urls(text: str, data: bytes, out: list[EntitySpan]) -> None:
+def _urls(text: str, data: bytes, seeds: SeedIndex, out: list[EntitySpan]) -> None:
     pos = 0
-    while (sep := _SCHEME_SEP.search(data, pos)) is not None:
-        at = sep.start()
-        pos = sep.end()
+    for at in seeds.starts(_seeds.SCHEME_SEP):  # every "://"
+        if at < pos:
+            continue  # inside the URL before
+        pos = after = at + 3
         scheme = _SCHEME_REVERSED.match(text[max(0, at - 16) : at][::-1])
-        rest = _URL_REST.match(text, sep.end())
-        if scheme is None or rest is None:
+        if scheme is None:
             continue
         start = at - scheme.end()
         while start < at and not text[start].isalpha():
             start += 1
         if start == at:
             continue
+        # Only now: the rest runs up to 4096 characters, and a run of "://" without schemes would read
+        # that much per separator.
+        rest = _URL_REST.match(text, after)
+        if rest is None:
+            continue
         end = rest.end()
-        while end > sep.end() and text[end - 1] in ".,;:!?)]":
+        while end > after and text[end - 1] in ".,;:!?)]":
             end -= 1
-        url_rest = text[sep.end() : end]
+        url_rest = text[after:end]
         authority = re.split(r"[/?#]", url_rest, maxsplit=1)[0]
         userinfo = authority.rpartition("@")[0]
         if ":" in userinfo or _URL_SECRET_PARAM.search(url_rest):
@@ -150,16 +159,44 @@ def _openai_or_anthropic(key: str) -> bool:
     return key.startswith("sk-ant-") or _looks_random(key[3:])
 
 
-# (expression over the Latin-1 byte copy, validator of the whole match or None, characters one of which
-# must precede the match and belongs to the key, or b"" for none, a byte the text must contain or b"").
-# Every expression starts with a literal, so a scan costs about as much as a substring test, and half as
-# much on bytes as on str; the classes are ASCII, so bytes and str give the same matches.
-_PREFIXED: tuple[tuple[re.Pattern[bytes], Callable[[str], bool] | None, bytes, bytes], ...] = (
+def _seeded_finditer(pattern: re.Pattern[bytes], starts: list[int], data: bytes) -> Iterator[re.Match[bytes]]:
+    """``pattern.finditer(data)`` from the sorted starts of the literals every match begins with.
+
+    ``finditer`` reports, after the previous match's end, the first position where the pattern matches;
+    a match can only begin at a seed, and ``match(data, p)`` sees the text before ``p`` (lookbehinds) as
+    the scan did, so trying the seeds at or after the previous end, in order, gives the same matches.
+    """
+    match = pattern.match
+    end = 0
+    for start in starts:
+        if start >= end and (m := match(data, start)) is not None:
+            end = m.end()  # no expression here matches the empty string
+            yield m
+
+
+def _matches(
+    pattern: re.Pattern[bytes], seed: _seeds.Seed, data: bytes, seeds: SeedIndex
+) -> Iterator[re.Match[bytes]]:
+    """``pattern.finditer(data)``: by its seed's positions when one pass found them all (Hyperscan),
+    else by ``re``'s own scan (a seed list would cost a scan too, plus Python per hit)."""
+    if seeds.indexed:
+        starts = seeds.starts(seed)
+        return _seeded_finditer(pattern, starts, data) if starts else iter(())
+    return pattern.finditer(data)
+
+
+# (expression over the Latin-1 byte copy, the seed its matches start with, validator of the whole match
+# or None, characters one of which must precede the match and belongs to the key, or b"" for none, a byte
+# the text must contain or b""). Every expression starts with a literal, so a scan costs about as much as
+# a substring test, and half as much on bytes as on str; the classes are ASCII, so bytes and str give the
+# same matches.
+_PREFIXED: tuple[tuple[re.Pattern[bytes], _seeds.Seed, Callable[[str], bool] | None, bytes, bytes], ...] = (
     (
         re.compile(
             rb"sk-(?:ant-(?:api|admin|oat|sid)[0-9]{2}-[A-Za-z0-9_\-]{20,512}"
             rb"|(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,512})"
         ),
+        _seeds.OPENAI,
         _openai_or_anthropic,
         b"",
         b"",
@@ -167,27 +204,47 @@ _PREFIXED: tuple[tuple[re.Pattern[bytes], Callable[[str], bool] | None, bytes, b
     # AWS access key ids and Google API keys: one scan for both.
     (
         re.compile(rb"A(?:(?:KIA|SIA)[A-Z0-9]{16}(?![A-Za-z0-9])|Iza[0-9A-Za-z_\-]{35})"),
+        _seeds.AWS_GOOGLE,
         None,
         b"",
         b"",
     ),
-    (re.compile(rb"gh(?:[pousr]_[A-Za-z0-9]{36,255}|ithub_pat_[A-Za-z0-9_]{22,255})"), None, b"", b"_"),
-    (re.compile(rb"xox[abposre]-(?:[0-9]+-)?[A-Za-z0-9\-]{10,255}"), None, b"", b""),  # Slack tokens
+    (
+        re.compile(rb"gh(?:[pousr]_[A-Za-z0-9]{36,255}|ithub_pat_[A-Za-z0-9_]{22,255})"),
+        _seeds.GITHUB,
+        None,
+        b"",
+        b"_",
+    ),
+    (  # Slack tokens
+        re.compile(rb"xox[abposre]-(?:[0-9]+-)?[A-Za-z0-9\-]{10,255}"),
+        _seeds.SLACK,
+        None,
+        b"",
+        b"",
+    ),
     (
         re.compile(rb"https://hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9/_\-]{20,255}"),
+        _seeds.SLACK_HOOK,
         None,
         b"",
         b"",
     ),
-    (re.compile(rb"k_(?:live|test)_[0-9A-Za-z]{16,255}"), None, b"rs", b"_"),  # Stripe sk_/rk_ keys
+    (  # Stripe sk_/rk_ keys
+        re.compile(rb"k_(?:live|test)_[0-9A-Za-z]{16,255}"),
+        _seeds.STRIPE,
+        None,
+        b"rs",
+        b"_",
+    ),
 )
 
 
-def _prefixed_secrets(text: str, data: bytes, out: list[EntitySpan]) -> None:
-    for pattern, validate, lead, needs in _PREFIXED:
-        if needs and needs not in data:  # one memchr skips a scan
+def _prefixed_secrets(text: str, data: bytes, seeds: SeedIndex, out: list[EntitySpan]) -> None:
+    for pattern, seed, validate, lead, needs in _PREFIXED:
+        if needs and not seeds.indexed and needs not in data:  # one memchr skips a scan
             continue
-        for m in pattern.finditer(data):
+        for m in _matches(pattern, seed, data, seeds):
             start = m.start()
             if lead:
                 if not data[start - 1 : start] or data[start - 1] not in lead:
@@ -202,15 +259,13 @@ def _prefixed_secrets(text: str, data: bytes, out: list[EntitySpan]) -> None:
 _B64URL_RUN = re.compile(r"[A-Za-z0-9_\-]*")
 
 
-_EYJ = re.compile(rb"eyJ")
-
-
-def _jwts(text: str, data: bytes, out: list[EntitySpan]) -> None:
+def _jwts(text: str, data: bytes, seeds: SeedIndex, out: list[EntitySpan]) -> None:
     """``eyJ<header>.eyJ<payload>.<signature>``, found without backtracking: each base64url run is
     consumed once, and the search resumes after it when the token is incomplete."""
     pos = 0
-    while (found := _EYJ.search(data, pos)) is not None:
-        start = found.start()
+    for start in seeds.starts(_seeds.EYJ):
+        if start < pos:
+            continue  # inside a run already consumed
         header_end = _B64URL_RUN.match(text, start).end()  # type: ignore[union-attr]
         pos = header_end
         if (
@@ -234,7 +289,7 @@ _PEM_BODY = re.compile(r"[A-Za-z0-9+/=\s:,\-]{0,65536}")
 _PEM_MAX = 65536
 
 
-def _private_keys(text: str, data: bytes, out: list[EntitySpan]) -> None:
+def _private_keys(text: str, data: bytes, seeds: SeedIndex, out: list[EntitySpan]) -> None:
     if "PRIVATE KEY" not in text:
         return
     next_end = -2  # position of the next "-----END" at or after the current block; -1 when there is none
@@ -252,24 +307,27 @@ def _private_keys(text: str, data: bytes, out: list[EntitySpan]) -> None:
 
 # --- keyword-anchored secrets ----------------------------------------------------------------------------
 
-# Stems: "pass" covers password/passwd/passphrase (the rest of the name is matched by _ASSIGNED_VALUE).
-# Searched as compiled literals: ``re``'s prefix search is about twice as fast as ``bytes.find`` here.
-_PASSWORD_WORDS = tuple(re.compile(word) for word in (b"pass", b"pwd"))
-_SECRET_WORDS = tuple(re.compile(word) for word in (b"secret", b"token", b"key", b"credential"))
+# Stems (caseless seeds): "pass" covers password/passwd/passphrase (the rest of the name is matched by
+# _ASSIGNED_VALUE).
+_PASSWORD_WORDS = (_seeds.PASS, _seeds.PWD)
+_SECRET_WORDS = (_seeds.SECRET, _seeds.TOKEN, _seeds.KEY, _seeds.CREDENTIAL)
 _ASSIGNED_VALUE = re.compile(
     r"""[\w\-]{0,32}["']?\s{0,4}(?::=|=>|[:=]|\s(is)\s)\s{0,4}["']?([^\s"'`,;&<>(){}\[\]\x00]{4,256})"""
 )
 
 
-def _keyword_secrets(text: str, data: bytes, out: list[EntitySpan]) -> None:
-    # Keywords are ASCII: search the Latin-1 byte copy lowered in one C pass (same offsets as ``text``).
-    lowered = data.lower()
+def _keyword_secrets(text: str, data: bytes, seeds: SeedIndex, out: list[EntitySpan]) -> None:
+    # Keywords are ASCII and found in either case (as in the Latin-1 byte copy lowered: same offsets).
     for words, is_password in ((_PASSWORD_WORDS, True), (_SECRET_WORDS, False)):
         for word in words:
+            length = len(word.literals[0])
             start = 0
-            while (found := word.search(lowered, start)) is not None:
-                hit, start = found.start(), found.end()
-                if lowered[hit - 1 : hit].isalnum() and lowered[hit - 3 : hit] != b"api":
+            for hit in seeds.starts(word):
+                if hit < start:
+                    continue  # inside the keyword before or its accepted value
+                start = hit + length
+                # bytes.isalnum is ASCII-only, which lowering does not change.
+                if data[hit - 1 : hit].isalnum() and data[hit - 3 : hit].lower() != b"api":
                     continue  # inside a word ("monkey"); "apikey", "api_key" and "x-token" are fine
                 m = _ASSIGNED_VALUE.match(text, start)
                 if m is None:
@@ -291,11 +349,11 @@ _BTC_BECH32 = re.compile(rb"bc1[02-9ac-hj-np-z]{8,87}(?![0-9A-Za-z])")
 _ETH = re.compile(rb"0x([0-9a-fA-F]{40})(?![0-9A-Za-z])")
 
 
-def _crypto(text: str, data: bytes, out: list[EntitySpan]) -> None:
-    for m in _BTC_BECH32.finditer(data):
+def _crypto(text: str, data: bytes, seeds: SeedIndex, out: list[EntitySpan]) -> None:
+    for m in _matches(_BTC_BECH32, _seeds.BECH32, data, seeds):
         if not _word_char_before(text, m.start()) and bech32_ok(text[m.start() : m.end()]):
             out.append(EntitySpan(m.start(), m.end(), CRYPTO, PATTERN))
-    for m in _ETH.finditer(data):
+    for m in _matches(_ETH, _seeds.ETH, data, seeds):
         if not _word_char_before(text, m.start()) and eip55_ok(text[m.start(1) : m.end(1)]):
             out.append(EntitySpan(m.start(), m.end(), CRYPTO, PATTERN))
 
@@ -313,7 +371,7 @@ _V6_CHARS_REVERSED = re.compile(r"[0-9A-Fa-f:.]{0,45}")
 _V6_CHARS = re.compile(r"[0-9A-Fa-f:.]{0,45}")
 
 
-def _mac_addresses(text: str, data: bytes, out: list[EntitySpan]) -> None:
+def _mac_addresses(text: str, data: bytes, seeds: SeedIndex, out: list[EntitySpan]) -> None:
     for tail in _MAC_TAILS:
         for m in tail.finditer(data):
             start = m.start() - 2
@@ -327,7 +385,7 @@ def _mac_addresses(text: str, data: bytes, out: list[EntitySpan]) -> None:
             out.append(EntitySpan(start, m.end(), MAC_ADDRESS, PATTERN))
 
 
-def _ipv6_addresses(text: str, data: bytes, out: list[EntitySpan]) -> None:
+def _ipv6_addresses(text: str, data: bytes, seeds: SeedIndex, out: list[EntitySpan]) -> None:
     if ":" not in text or (text.count(":") < 7 and "::" not in text):  # one memchr for most prose
         return
     pos = 0
@@ -549,7 +607,7 @@ def _digit_seeded(text: str, data: bytes, out: list[EntitySpan], entities: froze
 # --- entry point -----------------------------------------------------------------------------------------
 
 # Order matters for ties: on equal spans the recognizer listed first wins (a MAC before a card number).
-_RECOGNIZERS: tuple[tuple[frozenset[str], Callable[[str, bytes, list[EntitySpan]], None]], ...] = (
+_RECOGNIZERS: tuple[tuple[frozenset[str], Callable[[str, bytes, SeedIndex, list[EntitySpan]], None]], ...] = (
     (frozenset({PRIVATE_KEY}), _private_keys),
     (frozenset({API_KEY}), _prefixed_secrets),
     (frozenset({JWT}), _jwts),
@@ -588,9 +646,11 @@ def find_patterns(text: str, entities: frozenset[str]) -> list[EntitySpan]:
     # Most scans run on a Latin-1 byte copy: one byte per character keeps the offsets of ``text``, and
     # characters outside Latin-1 become "?", which no expression matches (nor does any non-ASCII byte).
     data = text.encode("latin-1", "replace")
+    # Where the recognizers' literal seeds occur: one Hyperscan pass on the first request, if installed.
+    seeds = SeedIndex(data)
     for types, recognize in _RECOGNIZERS:
         if types & entities:
-            recognize(text, data, found)
+            recognize(text, data, seeds, found)
     if entities & _DIGIT_SEEDED_TYPES:
         _digit_seeded(text, data, found, entities)
     if not found:
