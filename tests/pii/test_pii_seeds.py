@@ -104,6 +104,7 @@ def test_same_results_on_the_adversarial_inputs() -> None:
 # Every seed literal, near misses (one character short, changed or cased differently), the characters
 # that decide a match around them, and values the recognizers accept after them.
 _LITERALS = sorted({literal.decode() for seed in _seeds.SEEDS for literal in seed.literals})
+assert _LITERALS
 _NEAR_MISSES = sorted(
     {literal[:-1] for literal in _LITERALS}
     | {literal[1:] for literal in _LITERALS}
@@ -144,8 +145,17 @@ _KEYS = [
     "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
     "postgres://admin:s3cret@db.internal:5432/app", "https://x.io/a?api_key=abc",
 ]  # fmt: skip
+# MAC and IPv6 addresses and what their seeds (fixed-width runs of hex digits and separators) near-miss.
+_ADDRESSES = [
+    "00:1A:2B:3C:4D:5E", "00-1A-2B-3C-4D-5E", "0a-1b-2c-3d-4e-5f", "0a:1b:2c:3d:4e", "fe80::1", "::1", "::",
+    "2001:db8:85a3::8a2e:370:7334", "1111:2222:3333:4444:5555:6666:7777:8888", "1:2:3:4:5:6:7:8", ":",
+    "fe80:0000:0000:0000:0204:61ff:fe9d:f156", "::ffff:192.168.1.1", "11:34:35", "a::b", "abcd:ef01:",
+    "12345:", "1:2:3:4:5:6:1.2.3.4",
+]  # fmt: skip
 fragments = st.one_of(
     st.sampled_from(_KEYS),
+    st.sampled_from(_ADDRESSES),
+    st.text(alphabet="0123456789abcdefABCDEFgG:-.", max_size=14),
     st.sampled_from(_LITERALS),
     st.sampled_from(_NEAR_MISSES),
     st.sampled_from(_KEYWORDS),
@@ -174,6 +184,14 @@ def test_same_results_in_batches(texts: list[str]) -> None:
     assert fast == pure
 
 
+@settings(max_examples=500, deadline=None)
+@given(text=st.text(alphabet="0123456789abcdefABCDEF:-. x", max_size=200))
+def test_same_results_on_runs_of_hex_digits_and_separators(text: str) -> None:
+    # Long runs: the address recognizers read up to 45 characters either side of a seed.
+    fast, pure = _both(lambda: find_patterns(text, PATTERN_ENTITIES))
+    assert fast == pure
+
+
 def _fill(unit: str) -> str:
     return (unit * (MB // len(unit) + 1))[:MB]
 
@@ -193,6 +211,10 @@ SEED_STORMS = {
     "scheme separators": _fill("://"),  # 8 s before the URL recognizer checked the scheme first
     "separators after digits": _fill("1://"),
     "wallet prefixes": _fill("bc10x"),
+    "mac tails": _fill(":0a"),
+    "dashed mac tails": _fill("-0a"),
+    "ipv6 seeds": _fill("1:2:"),
+    "double colons": _fill("::"),
 }
 
 

@@ -1,14 +1,15 @@
-"""Where the literal seeds of the pattern recognizers occur in a text: one Hyperscan pass, or ``re``.
+"""Where the seeds of the pattern recognizers occur in a text: one Hyperscan pass, or ``re``.
 
 Most pattern recognizers start every match with one of a few literals (``sk-``, ``eyJ``, ``://``, the
-keyword stems, ...). Scanning the text once per literal with ``re`` costs about 0.3 ns per byte per
-literal; Hyperscan finds all of them in one pass. :class:`SeedIndex` gives, per seed, the sorted start
-offsets of all its occurrences (overlapping ones included) in a Latin-1 byte copy of the text:
+keyword stems, ...) or, for MAC and IPv6 addresses, a short fixed-width run of hex digits and separators.
+Scanning the text once per literal with ``re`` costs about 0.3 ns per byte per literal; Hyperscan finds
+all of them in one pass. :class:`SeedIndex` gives, per seed, the sorted start offsets of all its
+occurrences (overlapping ones included) in a Latin-1 byte copy of the text:
 
 * with Hyperscan (``pip install hyperscan``, x86-64 only; the collector extra requires it), one block-mode
-  scan of a database of every literal, compiled once at import, on the first request; a literal's start
-  is its match's end minus its length, so no start-of-match tracking is needed;
-* without it, ``re`` over the one literal asked for, only when asked (recognizers that would gain nothing
+  scan of a database of every seed, compiled once at import, on the first request; every seed expression
+  has a fixed width, so a start is its match's end minus that width (no start-of-match tracking);
+* without it, ``re`` over the one seed asked for, only when asked (recognizers that would gain nothing
   from a position list keep scanning with their own expression: :attr:`SeedIndex.indexed` says which).
 
 Both give the same positions. Caseless seeds (the keyword stems) match ASCII letters in either case,
@@ -34,6 +35,8 @@ __all__ = [
     "EYJ",
     "GITHUB",
     "KEY",
+    "MAC_COLON",
+    "MAC_DASH",
     "OPENAI",
     "PASS",
     "PWD",
@@ -44,6 +47,7 @@ __all__ = [
     "SLACK_HOOK",
     "STRIPE",
     "TOKEN",
+    "V6",
     "Seed",
     "SeedIndex",
     "backend",
@@ -53,31 +57,37 @@ __all__ = [
 
 
 class Seed:
-    """One or more literals whose occurrences a recognizer visits (in one sorted list of starts).
+    """Literals, or fixed-width expressions, whose occurrences a recognizer visits (one sorted list).
 
     Args:
         literals: The byte strings (a Latin-1 text's byte copy is searched).
         caseless: Whether ASCII letters match in either case.
+        expressions: Instead of literals: (expression, width) pairs, each expression matching exactly
+            ``width`` bytes wherever it matches, in the syntax both ``re`` and Hyperscan read the same
+            way (literal bytes, character classes and fixed repeats ``{n}`` with n >= 1).
     """
 
-    __slots__ = ("_pattern", "caseless", "id", "literals")
+    __slots__ = ("_pattern", "caseless", "expressions", "id", "literals")
 
-    def __init__(self, *literals: bytes, caseless: bool = False) -> None:
+    def __init__(
+        self, *literals: bytes, caseless: bool = False, expressions: tuple[tuple[bytes, int], ...] = ()
+    ) -> None:
         if caseless and any(literal != literal.lower() for literal in literals):
             raise ValueError("a caseless seed is searched for in lowered text: give it in lower case")
         self.id = len(SEEDS)
         self.literals = literals
         self.caseless = caseless
-        # The ``re`` backend: a literal that can overlap itself ("AKIAKIA") or several literals need a
-        # lookahead so that finditer reports every start; the others a plain literal, which ``re``
-        # finds with its fast prefix search.
-        alternatives = b"|".join(map(re.escape, literals))
-        overlapping = len(literals) > 1 or any(_has_border(literal) for literal in literals)
+        self.expressions = tuple((re.escape(literal), len(literal)) for literal in literals) + expressions
+        # The ``re`` backend: a literal that can overlap itself ("AKIAKIA"), several literals or an
+        # expression need a lookahead so that finditer reports every start; a single literal is searched
+        # as itself, which ``re`` finds with its fast prefix search.
+        alternatives = b"|".join(expression for expression, _ in self.expressions)
+        overlapping = len(self.expressions) > 1 or bool(expressions) or _has_border(literals[0])
         self._pattern = re.compile(b"(?=%s)" % alternatives if overlapping else alternatives)
         SEEDS.append(self)
 
     def __repr__(self) -> str:
-        return f"Seed{self.literals!r}"
+        return f"Seed{self.literals or self.expressions!r}"
 
 
 def _has_border(literal: bytes) -> bool:
@@ -102,6 +112,19 @@ EYJ = Seed(b"eyJ")
 SCHEME_SEP = Seed(b"://")
 BECH32 = Seed(b"bc1")
 ETH = Seed(b"0x")
+# _mac_addresses: the five separators and hex pairs after a MAC's first pair (one expression per
+# separator, as the recognizer's).
+_HEX = b"[0-9A-Fa-f]"
+MAC_COLON = Seed(expressions=((b":%s{2}" % _HEX * 5, 15),))
+MAC_DASH = Seed(expressions=((b"-%s{2}" % _HEX * 5, 15),))
+# _ipv6_addresses: where its seed expression ":(?::|h{1,4}:h{0,4}:)" can match, as fixed widths (the
+# recognizer matches the expression itself at each start).
+_V6_RUNS = tuple(
+    (b":%s{%d}:" % (_HEX, head) + (b"%s{%d}" % (_HEX, tail) if tail else b"") + b":", head + tail + 3)
+    for head in range(1, 5)
+    for tail in range(5)
+)
+V6 = Seed(expressions=((b"::", 2), *_V6_RUNS))
 # _keyword_secrets
 PASS = Seed(b"pass", caseless=True)
 PWD = Seed(b"pwd", caseless=True)
@@ -116,10 +139,10 @@ _NONE: list[int] = []
 
 
 def _compile_database() -> tuple[Any, list[tuple[int, int]]] | None:
-    """The Hyperscan block-mode database of every seed literal, or None without Hyperscan.
+    """The Hyperscan block-mode database of every seed expression, or None without Hyperscan.
 
     Returns:
-        The database and, per expression id, its seed's id and the literal's length.
+        The database and, per expression id, its seed's id and the expression's width.
     """
     try:
         import hyperscan
@@ -129,10 +152,10 @@ def _compile_database() -> tuple[Any, list[tuple[int, int]]] | None:
     flags: list[int] = []
     owners: list[tuple[int, int]] = []
     for seed in SEEDS:
-        for literal in seed.literals:
-            expressions.append(re.escape(literal))
+        for expression, width in seed.expressions:
+            expressions.append(expression)
             flags.append(hyperscan.HS_FLAG_CASELESS if seed.caseless else 0)
-            owners.append((seed.id, len(literal)))
+            owners.append((seed.id, width))
     database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
     database.compile(expressions=expressions, ids=list(range(len(expressions))), flags=flags)
     return database, owners

@@ -29,8 +29,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from itertools import accumulate, count, repeat
 from operator import add, sub
 
@@ -183,6 +184,26 @@ def _matches(
         starts = seeds.starts(seed)
         return _seeded_finditer(pattern, starts, data) if starts else iter(())
     return pattern.finditer(data)
+
+
+def _seeded_search(
+    pattern: re.Pattern[bytes], starts: list[int], data: bytes
+) -> Callable[[int], re.Match[bytes] | None]:
+    """``partial(pattern.search, data)`` from the sorted starts where the pattern can match, for
+    positions that never move back: the match at the first start at or after the position."""
+    i = 0
+
+    def search(pos: int) -> re.Match[bytes] | None:
+        nonlocal i
+        i = bisect_left(starts, pos, i)
+        while i < len(starts):
+            m = pattern.match(data, starts[i])
+            if m is not None:
+                return m
+            i += 1
+        return None
+
+    return search
 
 
 # (expression over the Latin-1 byte copy, the seed its matches start with, validator of the whole match
@@ -361,19 +382,20 @@ def _crypto(text: str, data: bytes, seeds: SeedIndex, out: list[EntitySpan]) -> 
 _HEX = frozenset("0123456789abcdefABCDEF")
 # One expression per separator: a literal first character lets ``re`` skip ahead much faster than a class.
 _MAC_TAILS = tuple(
-    re.compile(rb"%s[0-9A-Fa-f]{2}%s[0-9A-Fa-f]{2}%s[0-9A-Fa-f]{2}%s[0-9A-Fa-f]{2}%s[0-9A-Fa-f]{2}(?![0-9A-Za-z])"
-               % ((sep,) * 5))
-    for sep in (b":", b"-")
+    (re.compile(rb"%s[0-9A-Fa-f]{2}%s[0-9A-Fa-f]{2}%s[0-9A-Fa-f]{2}%s[0-9A-Fa-f]{2}%s[0-9A-Fa-f]{2}(?![0-9A-Za-z])"
+                % ((sep,) * 5)), seed)
+    for sep, seed in ((b":", _seeds.MAC_COLON), (b"-", _seeds.MAC_DASH))
 )  # fmt: skip
-# "::" or three colons around hex groups: clock times ("11:34:35") are not seeds.
-_V6_SEED = re.compile(rb":(?::|[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{0,4}:)")  # scanned on the byte copy
+# "::" or three colons around hex groups: clock times ("11:34:35") are not seeds. Scanned on the byte copy;
+# ``_seeds.V6`` is where it can match.
+_V6_SEED = re.compile(rb":(?::|[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{0,4}:)")
 _V6_CHARS_REVERSED = re.compile(r"[0-9A-Fa-f:.]{0,45}")
 _V6_CHARS = re.compile(r"[0-9A-Fa-f:.]{0,45}")
 
 
 def _mac_addresses(text: str, data: bytes, seeds: SeedIndex, out: list[EntitySpan]) -> None:
-    for tail in _MAC_TAILS:
-        for m in tail.finditer(data):
+    for tail, seed in _MAC_TAILS:
+        for m in _matches(tail, seed, data, seeds):
             start = m.start() - 2
             if (
                 start < 0
@@ -386,10 +408,15 @@ def _mac_addresses(text: str, data: bytes, seeds: SeedIndex, out: list[EntitySpa
 
 
 def _ipv6_addresses(text: str, data: bytes, seeds: SeedIndex, out: list[EntitySpan]) -> None:
+    starts = seeds.starts(_seeds.V6) if seeds.indexed else None
+    if starts == []:
+        return  # no seed: the count below is a pass over the text
+    # Kept with the seeds: it also passes over addresses with fewer colons ("1:2:3:4:5:6:1.2.3.4").
     if ":" not in text or (text.count(":") < 7 and "::" not in text):  # one memchr for most prose
         return
+    search = partial(_V6_SEED.search, data) if starts is None else _seeded_search(_V6_SEED, starts, data)
     pos = 0
-    while (seed := _V6_SEED.search(data, pos)) is not None:
+    while (seed := search(pos)) is not None:
         left = _V6_CHARS_REVERSED.match(text[max(0, seed.start() - 45) : seed.start()][::-1])
         start = seed.start() - left.end()  # type: ignore[union-attr]
         end = _V6_CHARS.match(text, seed.start()).end()  # type: ignore[union-attr]
