@@ -8,9 +8,10 @@ Speed comes from never running an expensive expression over text that cannot mat
 * the literal scans run on a Latin-1 byte copy of the text (same offsets), where ``re``'s prefix search
   is about twice as fast as on ``str`` and than ``bytes.find``; validators and context checks still read
   the ``str``;
-* with Hyperscan installed, the recognizers driven by literals (API key prefixes, ``eyJ``, ``://``,
-  wallet prefixes, the keyword stems) visit the positions of those literals found in one pass over the
-  text (``_seeds``) instead of scanning once per literal; the results are the same without it;
+* with Hyperscan installed, the recognizers whose matches start with a literal (API key prefixes,
+  ``eyJ``, ``://``, wallet prefixes, the keyword stems) or a short run of hex digits and separators (MAC,
+  IPv6) visit the positions of those seeds, found in one pass over the text (``_seeds``), instead of
+  scanning once per seed; the results are the same without it;
 * single-character tests (``"@" in text``, ``"_" in data``, ``":" in text``: memchr) skip whole
   recognizers;
 * everything that starts with a digit (IPv4, SSN, card, phone, IBAN digits, legacy Bitcoin) is found in
@@ -161,7 +162,7 @@ def _openai_or_anthropic(key: str) -> bool:
 
 
 def _seeded_finditer(pattern: re.Pattern[bytes], starts: list[int], data: bytes) -> Iterator[re.Match[bytes]]:
-    """``pattern.finditer(data)`` from the sorted starts of the literals every match begins with.
+    """``pattern.finditer(data)`` from the sorted starts of its seed (where every match must begin).
 
     ``finditer`` reports, after the previous match's end, the first position where the pattern matches;
     a match can only begin at a seed, and ``match(data, p)`` sees the text before ``p`` (lookbehinds) as
@@ -411,7 +412,7 @@ def _ipv6_addresses(text: str, data: bytes, seeds: SeedIndex, out: list[EntitySp
     starts = seeds.starts(_seeds.V6) if seeds.indexed else None
     if starts == []:
         return  # no seed: the count below is a pass over the text
-    # Kept with the seeds: it also passes over addresses with fewer colons ("1:2:3:4:5:6:1.2.3.4").
+    # Kept where there are seeds: both backends must skip the same texts.
     if ":" not in text or (text.count(":") < 7 and "::" not in text):  # one memchr for most prose
         return
     search = partial(_V6_SEED.search, data) if starts is None else _seeded_search(_V6_SEED, starts, data)
