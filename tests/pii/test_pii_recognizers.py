@@ -65,6 +65,11 @@ POSITIVES = [
     ),
     ("API_KEY", "aws AKIAIOSFODNN7EXAMPLE", "AKIAIOSFODNN7EXAMPLE"),
     ("API_KEY", "gh ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789", "ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789"),
+    (
+        "API_KEY",
+        "fine-grained github_pat_11ABCDEFG0123456789_abcdefghijkl",
+        "github_pat_11ABCDEFG0123456789_abcdefghijkl",
+    ),
     ("API_KEY", "slack xoxb-1234567890-abcdefghijkl", "xoxb-1234567890-abcdefghijkl"),
     ("API_KEY", "g AIzaSyA1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q", "AIzaSyA1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q"),
     ("API_KEY", "stripe sk_live_4eC39HqLyjWDarjtT1zdp7dc", "sk_live_4eC39HqLyjWDarjtT1zdp7dc"),

@@ -136,7 +136,7 @@ _KEYS = [
     "ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789", "gho_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789",
     "ghu_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789", "ghs_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789",
     "ghr_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789", "github_pat_11ABCDEFG0123456789_abcdefghijkl",
-    "ghithub_pat_11ABCDEFG0123456789_abcdefghijkl",  # what the expression matches (sic)
+    "ghithub_pat_11ABCDEFG0123456789_abcdefghijkl",  # no token
     "xoxa-1234-abcdefghij", "xoxb-abcdefghijKLM", "xoxp-9-abcdefghij", "xoxo-abcdefghij", "xoxs-abcdefghij",
     "xoxr-abcdefghij", "xoxe-abcdefghij", "https://hooks.slack.com/services/T000/B000/XXXXXXXXXXXXXXXXXXXXXXXX",
     "https://hooks.slack.com/workflows/T000/B000/XXXXXXXXXXXX", "sk_live_0123456789abcdefABCD",

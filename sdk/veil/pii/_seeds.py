@@ -102,8 +102,7 @@ SEEDS: list[Seed] = []
 # ("ghp_" rather than "gh") keep the hits that cannot match (English "gh") out of the Python loop.
 OPENAI = Seed(b"sk-")
 AWS_GOOGLE = Seed(b"AKIA", b"ASIA", b"AIza")
-# Spelled as the expression spells it: "gh" then "ithub_pat_".
-GITHUB = Seed(b"ghp_", b"gho_", b"ghu_", b"ghs_", b"ghr_", b"ghithub_pat_")
+GITHUB = Seed(b"ghp_", b"gho_", b"ghu_", b"ghs_", b"ghr_", b"github_pat_")
 SLACK = Seed(*(b"xox%c-" % c for c in b"abposre"))
 SLACK_HOOK = Seed(b"https://hooks.slack.com/")
 STRIPE = Seed(b"k_live_", b"k_test_")

@@ -232,7 +232,7 @@ _PREFIXED: tuple[tuple[re.Pattern[bytes], _seeds.Seed, Callable[[str], bool] | N
         b"",
     ),
     (
-        re.compile(rb"gh(?:[pousr]_[A-Za-z0-9]{36,255}|ithub_pat_[A-Za-z0-9_]{22,255})"),
+        re.compile(rb"g(?:h[pousr]_[A-Za-z0-9]{36,255}|ithub_pat_[A-Za-z0-9_]{22,255})"),
         _seeds.GITHUB,
         None,
         b"",
