@@ -7,8 +7,10 @@ all of them in one pass. :class:`SeedIndex` gives, per seed, the sorted start of
 occurrences (overlapping ones included) in a Latin-1 byte copy of the text:
 
 * with Hyperscan (``pip install hyperscan``, x86-64 only; the collector extra requires it), one block-mode
-  scan of a database of every seed, compiled once at import, on the first request; every seed expression
-  has a fixed width, so a start is its match's end minus that width (no start-of-match tracking);
+  scan of a database of every seed, on the first request for a position. The database is compiled by the
+  first scan of the process, not at import (about 50 ms, which an app that never scrubs should not pay).
+  Every seed expression has a fixed width, so a start is its match's end minus that width (no
+  start-of-match tracking);
 * without it, ``re`` over the one seed asked for, only when asked (recognizers that would gain nothing
   from a position list keep scanning with their own expression: :attr:`SeedIndex.indexed` says which).
 
@@ -21,6 +23,7 @@ where Hyperscan is installed; :func:`use_hyperscan` switches at run time (for te
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import threading
@@ -137,16 +140,14 @@ CREDENTIAL = Seed(b"credential", caseless=True)
 _NONE: list[int] = []
 
 
-def _compile_database() -> tuple[Any, list[tuple[int, int]]] | None:
-    """The Hyperscan block-mode database of every seed expression, or None without Hyperscan.
+def _compile_database() -> tuple[Any, list[tuple[int, int]]]:
+    """The Hyperscan block-mode database of every seed expression.
 
     Returns:
         The database and, per expression id, its seed's id and the expression's width.
     """
-    try:
-        import hyperscan
-    except ImportError:
-        return None
+    import hyperscan
+
     expressions: list[bytes] = []
     flags: list[int] = []
     owners: list[tuple[int, int]] = []
@@ -160,16 +161,28 @@ def _compile_database() -> tuple[Any, list[tuple[int, int]]] | None:
     return database, owners
 
 
-_COMPILED = _compile_database()
-_enabled = _COMPILED is not None and os.environ.get("VEIL_PII_HYPERSCAN", "1").strip() != "0"
+_AVAILABLE = importlib.util.find_spec("hyperscan") is not None
+_enabled = _AVAILABLE and os.environ.get("VEIL_PII_HYPERSCAN", "1").strip() != "0"
+_compiled: tuple[Any, list[tuple[int, int]]] | None = None
+_compile_lock = threading.Lock()
 # Hyperscan's scratch space serves one scan at a time, and the binding releases the GIL while it
 # scans: one scratch per thread.
 _local = threading.local()
 
 
 def hyperscan_available() -> bool:
-    """Whether the ``hyperscan`` package is importable (whether or not it is in use)."""
-    return _COMPILED is not None
+    """Whether the ``hyperscan`` package is installed (whether or not it is in use)."""
+    return _AVAILABLE
+
+
+def _database() -> tuple[Any, list[tuple[int, int]]]:
+    """The compiled database, compiled by the first caller."""
+    global _compiled
+    if _compiled is None:
+        with _compile_lock:
+            if _compiled is None:
+                _compiled = _compile_database()
+    return _compiled
 
 
 def backend() -> str:
@@ -184,7 +197,7 @@ def use_hyperscan(enabled: bool) -> None:
         RuntimeError: Hyperscan is asked for but not installed.
     """
     global _enabled
-    if enabled and _COMPILED is None:
+    if enabled and not _AVAILABLE:
         raise RuntimeError("hyperscan is not installed")
     _enabled = enabled
 
@@ -194,7 +207,7 @@ def _scratch() -> Any:
     if scratch is None:
         import hyperscan
 
-        scratch = _local.scratch = hyperscan.Scratch(_COMPILED[0])  # type: ignore[index]
+        scratch = _local.scratch = hyperscan.Scratch(_database()[0])
     return scratch
 
 
@@ -232,7 +245,7 @@ class SeedIndex:
 
     def _scan(self) -> list[list[int] | None]:
         """Every seed's starts from one Hyperscan pass."""
-        database, owners = _COMPILED  # type: ignore[misc]
+        database, owners = _database()
         ends: defaultdict[int, list[int]] = defaultdict(list)
         # The binding calls back into Python once per hit: keep it to one append (a list only for the
         # expressions with hits; most texts have none).
