@@ -89,9 +89,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         spool.start()
         scrubber = ServerScrubber.from_settings(settings)
-        if settings.pii_ner_enabled:
-            # Load the NER model now: a missing model fails the start, not every batch of the drain.
-            scrubber.warm_up()
+        # Load the NER model now (a missing model fails the start, not every batch of the drain), and
+        # compile the pattern scan before the first request.
+        scrubber.warm_up()
         flattener = Flattener(
             cost_usd=PriceTable.load(settings.prices_file).cost_usd,
             pii_findings=pii_findings_for_span,

@@ -129,6 +129,7 @@ def _init_worker(placeholder_key: bytes | None, encoder: RowEncoder | None) -> N
         # The fast pass only: NER runs in the drain, in the server process. The server's placeholder key,
         # so that every worker gives a value of a trace the same placeholder.
         _worker_scrubber = ServerScrubber(ner_enabled=False, placeholder_key=placeholder_key)
+        _worker_scrubber.warm_up()  # the pattern scan's set-up, before the first request
     _worker_encoder = encoder
     tune_gc()
 

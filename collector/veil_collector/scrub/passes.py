@@ -226,7 +226,13 @@ class ServerScrubber:
         return self._ner is not None
 
     def warm_up(self) -> None:
-        """Load the spaCy model now (raises ``veil.pii.NerUnavailableError`` when it is missing)."""
+        """Prepare both passes now instead of on the first request: the pattern scan (the Hyperscan seed
+        database compiles on first use, about 50 ms, plus this thread's scratch space) and the spaCy model.
+
+        Raises:
+            veil.pii.NerUnavailableError: NER is enabled and the model is missing.
+        """
+        self._patterns.scrub_changed(["warm-up"])
         if self._ner is not None and self._ner.ner_tier is not None:
             self._ner.ner_tier.warm_up()
 

@@ -4,6 +4,8 @@ encoder, as a plain OpenTelemetry exporter would send them), and pii_findings ro
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections import Counter
 from datetime import datetime, timezone
 
@@ -18,7 +20,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Link, Status, StatusCode
 
 from veil import semconv as sc
-from veil.pii import NerUnavailableError
+from veil.pii import NerUnavailableError, _seeds
 from veil.pii.findings import decode_findings
 from veil.pii.operators import collector_placeholder
 from veil_collector.records import PiiFinding
@@ -246,3 +248,17 @@ def test_span_without_findings_gives_no_rows() -> None:
         attributes={"other": "x"},
     )  # fmt: skip
     assert rows == []
+
+
+@pytest.mark.skipif(not _seeds.hyperscan_available(), reason="hyperscan is not installed")
+def test_warm_up_compiles_the_pattern_scan_before_the_first_request() -> None:
+    # A fresh process: the seed database compiles once per process, on first use.
+    code = (
+        "from veil.pii import _seeds\n"
+        "from veil_collector.scrub import ServerScrubber\n"
+        "scrubber = ServerScrubber(ner_enabled=False)\n"
+        "assert _seeds._compiled is None\n"
+        "scrubber.warm_up()\n"
+        "assert _seeds._compiled is not None\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
