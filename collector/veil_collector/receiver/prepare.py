@@ -96,7 +96,7 @@ def prepare(
     rows = _encode_rows(encoder, project_id, request) if encoder is not None else None
     # Most requests come from SDKs that scrubbed at the source, so the pass changes nothing: the protobuf
     # body then parses to exactly the message that re-serializing would give, and is stored as it came
-    # (a request's largest CPU cost after the scrub and the encoding). JSON is always stored as protobuf.
+    # (re-serializing costs about 4 µs per span). JSON is always stored as protobuf.
     unchanged = encoding is Encoding.PROTOBUF and not result.rejected and not changed
     return PreparedRequest(data if unchanged else request.SerializeToString(), result, rows)
 
