@@ -333,11 +333,10 @@ def main() -> None:
             phases = ("collector", "bare") if r % 2 == 0 else ("bare", "collector")
             for phase in phases:
                 if phase == "bare":
-                    rows, bare_seconds, bare_cpu, measured = measure_bare_insert(
+                    rows, bare_seconds, bare_cpu, stages = measure_bare_insert(
                         folder / f"bare-{r}", payload_files, stage_costs=r == rounds - 1
                     )
                     bare_rates.append(rows / bare_seconds)
-                    stages = measured or {}
                     continue
                 process, url = start_collector(folder / f"collector-{r}", args.receiver_processes)
                 try:
