@@ -13,7 +13,7 @@ Three measurements in one run, on the same generated rows:
 
 The rate of this machine moves by up to 2x within minutes (its page faults and disk syncs are slow at
 times), so one collector run against one bare insert gives a ratio anywhere between the two. The first two
-measurements therefore run in ``--rounds`` interleaved rounds (collector then bare insert, then the other
+measurements therefore run in ``--rounds`` (5) interleaved rounds (collector then bare insert, then the other
 way round, ...), each on a fresh ClickHouse; the table reports each round and the medians, and the ratio
 is the median of the rounds' own ratios (each between two runs minutes apart at most).
 
@@ -306,7 +306,7 @@ def main() -> None:
     parser.add_argument(
         "--receiver-processes", type=int, default=2, help="collector worker processes for decode and scrub"
     )
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved collector / bare insert rounds")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved collector / bare insert rounds")
     parser.add_argument("--bare-insert", nargs="+", metavar="FOLDER PAYLOADS", help=argparse.SUPPRESS)
     parser.add_argument("--stage-costs", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -332,6 +332,9 @@ def main() -> None:
         for r in range(rounds):
             phases = ("collector", "bare") if r % 2 == 0 else ("bare", "collector")
             for phase in phases:
+                # Write back what earlier phases left in the page cache (payloads, the other phase's
+                # ClickHouse parts) now: otherwise the kernel writes it back during the next timed phase.
+                os.sync()
                 if phase == "bare":
                     rows, bare_seconds, bare_cpu, stages = measure_bare_insert(
                         folder / f"bare-{r}", payload_files, stage_costs=r == rounds - 1
