@@ -161,37 +161,15 @@ def _openai_or_anthropic(key: str) -> bool:
     return key.startswith("sk-ant-") or _looks_random(key[3:])
 
 
-def _seeded_finditer(pattern: re.Pattern[bytes], starts: list[int], data: bytes) -> Iterator[re.Match[bytes]]:
-    """``pattern.finditer(data)`` from the sorted starts of its seed (where every match must begin).
-
-    ``finditer`` reports, after the previous match's end, the first position where the pattern matches;
-    a match can only begin at a seed, and ``match(data, p)`` sees the text before ``p`` (lookbehinds) as
-    the scan did, so trying the seeds at or after the previous end, in order, gives the same matches.
-    """
-    match = pattern.match
-    end = 0
-    for start in starts:
-        if start >= end and (m := match(data, start)) is not None:
-            end = m.end()  # no expression here matches the empty string
-            yield m
-
-
-def _matches(
-    pattern: re.Pattern[bytes], seed: _seeds.Seed, data: bytes, seeds: SeedIndex
-) -> Iterator[re.Match[bytes]]:
-    """``pattern.finditer(data)``: by its seed's positions when one pass found them all (Hyperscan),
-    else by ``re``'s own scan (a seed list would cost a scan too, plus Python per hit)."""
-    if seeds.indexed:
-        starts = seeds.starts(seed)
-        return _seeded_finditer(pattern, starts, data) if starts else iter(())
-    return pattern.finditer(data)
-
-
 def _seeded_search(
     pattern: re.Pattern[bytes], starts: list[int], data: bytes
 ) -> Callable[[int], re.Match[bytes] | None]:
     """``partial(pattern.search, data)`` from the sorted starts where the pattern can match, for
-    positions that never move back: the match at the first start at or after the position."""
+    positions that never move back: the match at the first start at or after the position.
+
+    A match can only begin at a seed, and ``match(data, p)`` sees the text before ``p`` (lookbehinds) as
+    the scan did, so trying the seeds at or after the position, in order, finds what ``search`` finds.
+    """
     i = 0
 
     def search(pos: int) -> re.Match[bytes] | None:
@@ -205,6 +183,27 @@ def _seeded_search(
         return None
 
     return search
+
+
+def _seeded_finditer(pattern: re.Pattern[bytes], starts: list[int], data: bytes) -> Iterator[re.Match[bytes]]:
+    """``pattern.finditer(data)`` from the sorted starts of its seed: each match is the first one found
+    from the previous match's end (no expression here matches the empty string)."""
+    search = _seeded_search(pattern, starts, data)
+    end = 0
+    while (m := search(end)) is not None:
+        end = m.end()
+        yield m
+
+
+def _matches(
+    pattern: re.Pattern[bytes], seed: _seeds.Seed, data: bytes, seeds: SeedIndex
+) -> Iterator[re.Match[bytes]]:
+    """``pattern.finditer(data)``: by its seed's positions when one pass found them all (Hyperscan),
+    else by ``re``'s own scan (a seed list would cost a scan too, plus Python per hit)."""
+    if seeds.indexed:
+        starts = seeds.starts(seed)
+        return _seeded_finditer(pattern, starts, data) if starts else iter(())
+    return pattern.finditer(data)
 
 
 # (expression over the Latin-1 byte copy, the seed its matches start with, validator of the whole match
