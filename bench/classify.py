@@ -274,7 +274,7 @@ def main() -> None:
         return
     single = SingleRun(texts, lengths, config, device, args.out, *peak_tflops(device, args.peak_tflops))
     if args.stages:
-        stages(ours, single)
+        stages(loaded, ours, single)
         return
     if args.compile:
         compiled(loaded, single)
@@ -315,6 +315,23 @@ def main() -> None:
             for size in plan.batch_sizes[-3:]
         ]
         names.append("bf16 sdpa")
+    if ours.packed:  # control: how much of the gain is packing (the same kernel over padded batches)
+        classifiers["bf16 padded"] = ToxicityClassifier.from_loaded(loaded)
+        classifiers["bf16 padded"].packed = None
+        configs += [
+            ("veil bf16 padded", size, count(plan, size), veil_batches(classifiers["bf16 padded"], size))
+            for size in plan.batch_sizes[-3:]
+        ]
+        names.append("bf16 padded")
+    if device.type == "cuda":  # tokenizing in worker processes (tokenize_workers.py), half the CPUs
+        workers = max(1, (os.cpu_count() or 1) // 2)
+        name = f"bf16, {workers} tokenizer processes"
+        classifiers[name] = ToxicityClassifier.from_loaded(loaded, tokenizer_workers=workers)
+        configs += [
+            (f"veil {name}", size, count(plan, size), veil_batches(classifiers[name], size))
+            for size in plan.batch_sizes[-3:]
+        ]
+        names.append(name)
     reference = fp32.predict(texts)
     differences = {
         f"veil {name}": max_difference(classifiers[name].predict(texts), reference)
@@ -457,41 +474,89 @@ STAGES_BATCH = 256
 STAGES_ROUNDS = 3
 
 
-def stages(classifier: ToxicityClassifier, setup: SingleRun) -> None:
-    """What bounds ``predict``: its two halves alone against the whole, on the same batches. ``predict``
-    overlaps tokenizing batch k + 1 with the forward pass of batch k, so it can at best run at the slower
-    half's rate."""
+def worker_counts() -> list[int]:
+    """Tokenizer worker processes to compare: a quarter, half and three quarters of the CPUs."""
+    cpus = os.cpu_count() or 1
+    return sorted({max(1, cpus * share // 4) for share in (1, 2, 3)})
+
+
+def stages(loaded: LoadedModel, classifier: ToxicityClassifier, setup: SingleRun) -> None:
+    """What bounds ``predict``: its two halves alone against the whole, with the texts tokenized in this
+    process and in worker processes (:func:`worker_counts`). ``predict`` overlaps tokenizing batch k + 1
+    with the forward pass of batch k, so it can at best run at the slower half's rate. Where the classifier
+    runs packed batches, a copy that runs padded ones is the control. CPU use (this process's CPU seconds
+    per wall second; workers' CPU is not counted) shows how much of the machine in-process tokenizing
+    takes."""
     classifier.batch_size = STAGES_BATCH
     texts = setup.texts
-    _, batches = classifier.batches(texts)
-    encoder = classifier._encoder
-    encoded = [encoder.to_device(*encoder.tokenize(batch)) for batch in batches]
-
-    runners = {
-        "tokenizing alone (BatchEncoder.tokenize, CPU)": lambda: [encoder.tokenize(b) for b in batches],
-        "forward passes alone (inputs on the device)": lambda: classifier.score_encoded(encoded),
-        "predict() end to end": lambda: classifier.predict(texts),
+    layouts = {"packed" if classifier.packed else "padded": classifier}
+    if classifier.packed:
+        layouts["padded"] = ToxicityClassifier.from_loaded(loaded, batch_size=STAGES_BATCH)
+        layouts["padded"].packed = None
+    with_workers = {
+        count: ToxicityClassifier.from_loaded(loaded, batch_size=STAGES_BATCH, tokenizer_workers=count)
+        for count in worker_counts()
     }
-    classifier.predict(texts[:64])
-    best: dict[str, float] = {}
+
+    def tokenize_all(runner: ToxicityClassifier) -> Callable[[], object]:
+        _, batches = runner.batches(texts)
+        encoder = runner._encoder
+        if runner.packed:
+            return lambda: [encoder.tokenize_packed(batch) for batch in batches]
+        return lambda: [encoder.tokenize(batch) for batch in batches]
+
+    def forward_all(runner: ToxicityClassifier) -> Callable[[], object]:
+        _, batches = runner.batches(texts)
+        encoded = list(runner.encode(batches))
+        return lambda: runner.score_encoded(encoded)
+
+    layout = next(iter(layouts))
+    runners = {f"tokenizing alone, in this process ({layout})": tokenize_all(classifier)}
+    for count, other in with_workers.items():
+        runners[f"tokenizing alone, {count} tokenizer workers ({layout})"] = tokenize_all(other)
+    for name, runner in layouts.items():
+        runners[f"forward passes alone, {name} batches (inputs on the device)"] = forward_all(runner)
+    for name, runner in layouts.items():
+        runners[f"predict() end to end, {name}, tokenizing in this process"] = lambda runner=runner: (
+            runner.predict(texts)
+        )
+    for count, other in with_workers.items():
+        runners[f"predict() end to end, {layout}, {count} tokenizer workers"] = lambda other=other: (
+            other.predict(texts)
+        )
+    for runner in (*layouts.values(), *with_workers.values()):
+        runner.predict(texts[:64])
+    best: dict[str, tuple[float, float]] = {}
     for _ in range(STAGES_ROUNDS):  # interleaved, best kept
         for name, runner in runners.items():
-            best[name] = min(best.get(name, float("inf")), timed(runner, setup.device))
-    lines = [
+            cpu = time.process_time()
+            seconds = timed(runner, setup.device)
+            cores = (time.process_time() - cpu) / seconds
+            if seconds < best.get(name, (float("inf"), 0.0))[0]:
+                best[name] = (seconds, cores)
+    for other in with_workers.values():
+        other.close()
+    lines: list[str] = [
         f"# Where predict() spends its time ({setup.device_name}, {os.cpu_count()} CPUs, "
         f"torch {torch.__version__})",
         "",
-        f"{len(texts)} texts of the benchmark's mix in {len(batches)} batches of at most {STAGES_BATCH}; "
-        f"precision {classifier.precision}, attention {classifier.attention}; best of {STAGES_ROUNDS} "
-        "interleaved rounds. Command: `python bench/classify.py --stages`.",
+        f"{len(texts)} texts of the benchmark's mix in batches of at most {STAGES_BATCH} ("
+        + ", ".join(f"{name}: {len(runner.batches(texts)[1])}" for name, runner in layouts.items())
+        + f" batches); precision {classifier.precision}, attention {classifier.attention}; best of "
+        f"{STAGES_ROUNDS} "
+        "interleaved rounds. Command: `python bench/classify.py --stages`. CPU: this process's CPU "
+        "seconds per wall second in the best round (tokenizer workers' CPU not included).",
         "",
-        "| stage | texts/s | vs end to end | % of bf16 peak (model FLOPs at this rate) |",
-        "|---|---:|---:|---:|",
+        "| stage | texts/s | vs end to end in this process | % of bf16 peak (model FLOPs at this rate) "
+        "| CPU |",
+        "|---|---:|---:|---:|---:|",
     ]
-    whole = best["predict() end to end"]
-    for name, seconds in best.items():
+    whole = best[f"predict() end to end, {layout}, tokenizing in this process"][0]
+    for name, (seconds, cores) in best.items():
         share = setup.share_of_peak(seconds)
-        lines.append(f"| {name} | {len(texts) / seconds:,.0f} | {whole / seconds:.2f}x | {share} |")
+        lines.append(
+            f"| {name} | {len(texts) / seconds:,.0f} | {whole / seconds:.2f}x | {share} | {cores:.1f} |"
+        )
     setup.write("stages", lines)
 
 

@@ -53,7 +53,7 @@ for step in "${steps[@]}"; do
             --out "$OUT" 2>&1 | tail -40 ;;
     stages)
         PYTHONPATH=sdk:collector:bench/vendor timeout 150 python3 bench/classify.py --device cuda --stages \
-            --out "$OUT" 2>&1 | tail -12 ;;
+            --out "$OUT" 2>&1 | tail -20 ;;
     compile)
         PYTHONPATH=sdk:collector:bench/vendor timeout 200 python3 bench/classify.py --device cuda --compile \
             --out "$OUT" 2>&1 | tail -15 ;;

@@ -23,23 +23,78 @@ all here:
 - :meth:`BatchEncoder.iter_encoded` tokenizes the next batch on a helper thread while the caller runs the
   current one: the backend releases the GIL while it encodes, and CUDA kernels run asynchronously, so
   tokenizing overlaps the device's work instead of adding to it.
+- :meth:`BatchEncoder.iter_packed` produces a batch without padding (:class:`PackedBatch`) for models that
+  run packed (``toxicity.py``): the ids of all texts in one row, each text's positions, and where each text
+  starts, in one pinned buffer that reaches the device in one asynchronous copy.
+- With ``workers`` above 0 the helper thread hands each batch to that many worker processes
+  (:mod:`~veil_collector.classify.tokenize_workers` says why): the scoring process then holds the GIL only
+  to send texts and pad the ids that come back. If a worker fails, the encoder logs it once, stops the
+  workers and tokenizes in its own process from then on; the batch in hand is tokenized there, so no text is
+  lost.
 """
 
 from __future__ import annotations
 
 import copy
-import re
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from tokenizers import normalizers
 
-# The ASCII control characters BERT's clean-text step removes (tab, newline and carriage return it turns
-# into spaces instead).
-_REMOVED_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+from veil_collector.classify.tokenize_workers import (
+    EncodeBatch,
+    TokenizerWorkerError,
+    TokenizerWorkers,
+    batch_entry_point,
+    encode_rows,
+    flatten,
+)
+
+logger = logging.getLogger(__name__)
+
+_Host = TypeVar("_Host")
+_Device = TypeVar("_Device")
+
+
+@dataclass(frozen=True)
+class PackedBatch:
+    """A batch without padding: the texts' tokens one after another, as one sequence, in one int64 buffer
+    (``ids``, then ``positions``, then ``starts``), so that it reaches the device in one copy.
+
+    Attributes:
+        buffer: the whole buffer, ``2 * tokens + texts + 1`` long.
+        tokens: how many tokens the texts have together (after truncation).
+        longest: the longest text's token count.
+    """
+
+    buffer: torch.Tensor
+    tokens: int
+    longest: int
+
+    @property
+    def ids(self) -> torch.Tensor:
+        """``(tokens,)``: every text's ids, text after text."""
+        return self.buffer[: self.tokens]
+
+    @property
+    def positions(self) -> torch.Tensor:
+        """``(tokens,)``: each token's position within its text, plus the model's first position."""
+        return self.buffer[self.tokens : 2 * self.tokens]
+
+    @property
+    def starts(self) -> torch.Tensor:
+        """``(texts + 1,)``: where each text starts in ``ids`` and, last, ``tokens`` (flash attention's
+        ``cu_seqlens``)."""
+        return self.buffer[2 * self.tokens :]
+
+    def to(self, device: torch.device) -> PackedBatch:
+        """This batch on ``device``; asynchronous where the buffer is pinned and ``device`` is CUDA."""
+        return PackedBatch(self.buffer.to(device, non_blocking=True), self.tokens, self.longest)
 
 
 class BatchEncoder:
@@ -49,20 +104,36 @@ class BatchEncoder:
         tokenizer: a Hugging Face tokenizer (detoxify's ``.tokenizer``).
         max_length: texts are truncated to this many tokens, special tokens included.
         device: where the tensors go; on CUDA they are copied from pinned memory without blocking.
+        workers: tokenizer worker processes to start (0: tokenize in this process). Ignored, with none
+            started, for a tokenizer without a Rust backend.
+
+    Raises:
+        ValueError: ``workers`` is negative.
+        TokenizerWorkerError: a worker did not start.
     """
 
-    def __init__(self, tokenizer: Any, max_length: int, device: torch.device) -> None:
+    def __init__(self, tokenizer: Any, max_length: int, device: torch.device, workers: int = 0) -> None:
+        if workers < 0:
+            raise ValueError(f"workers must be 0 or more; got {workers}")
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.device = device
         self._backend = self._configured_backend(tokenizer, max_length)
-        self._encode_batch: Callable[[list[str]], list[Any]] | None = None
-        self._encode_ascii: Callable[[list[str]], list[Any]] | None = None
+        self._encode_batch: EncodeBatch | None = None
+        self._encode_ascii: EncodeBatch | None = None
+        self._workers: TokenizerWorkers | None = None
         if self._backend is not None:
-            self._encode_batch = _batch_entry_point(self._backend)
+            self._encode_batch = batch_entry_point(self._backend)
             ascii_backend = self._ascii_backend(self._backend)
             if ascii_backend is not None:
-                self._encode_ascii = _batch_entry_point(ascii_backend)
+                self._encode_ascii = batch_entry_point(ascii_backend)
+            if workers:
+                self._workers = TokenizerWorkers(self._backend, ascii_backend, workers)
+
+    @property
+    def workers(self) -> int:
+        """How many tokenizer worker processes are running (0 once they failed, or were never asked for)."""
+        return self._workers.count if self._workers is not None else 0
 
     @staticmethod
     def _configured_backend(tokenizer: Any, max_length: int) -> Any | None:
@@ -99,28 +170,52 @@ class BatchEncoder:
                 return_token_type_ids=False,
             )
             return encoded["input_ids"], encoded["attention_mask"]
-        rows = self._encode_rows(batch, self._encode_batch)
-        ids = np.full((len(rows), max(map(len, rows))), self.tokenizer.pad_token_id, dtype=np.int64)
-        mask = np.zeros(ids.shape, dtype=np.int64)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = row
-            mask[i, : len(row)] = 1
-        return torch.from_numpy(ids), torch.from_numpy(mask)
+        lengths, ids = self._encode_flat(batch, self._encode_batch)
+        # Row i's ids fill the first lengths[i] places of row i: a boolean mask assigns in row-major order.
+        mask = np.arange(int(lengths.max())) < lengths[:, None]
+        padded = np.full(mask.shape, self.tokenizer.pad_token_id, dtype=np.int64)
+        padded[mask] = ids
+        return torch.from_numpy(padded), torch.from_numpy(mask.astype(np.int64))
 
-    def _encode_rows(
-        self, batch: Sequence[str], encode_batch: Callable[[list[str]], list[Any]]
-    ) -> list[list[int]]:
-        """Each text's ids (truncated, not padded), through the ASCII backend where it applies."""
-        if self._encode_ascii is None:
-            return [encoding.ids for encoding in encode_batch(list(batch))]
-        plain = [text.isascii() and _REMOVED_CONTROLS.search(text) is None for text in batch]
-        rows: list[list[int]] = [[] for _ in batch]
-        for encode, wanted in ((self._encode_ascii, True), (encode_batch, False)):
-            indices = [i for i, is_plain in enumerate(plain) if is_plain is wanted]
-            if indices:
-                for i, encoding in zip(indices, encode([batch[i] for i in indices]), strict=True):
-                    rows[i] = encoding.ids
-        return rows
+    def tokenize_packed(self, batch: Sequence[str], position_offset: int = 0) -> PackedBatch:
+        """``batch`` as a :class:`PackedBatch` on the CPU, pinned where the device is CUDA.
+        ``position_offset``: the model's first position (RoBERTa's embeddings count from
+        ``padding_idx + 1``, BERT's from 0).
+
+        Raises:
+            ValueError: the tokenizer has no Rust backend (packing needs its ids per text).
+        """
+        if self._encode_batch is None:
+            raise ValueError("packed batches need a fast tokenizer (one with a Rust backend)")
+        lengths, ids = self._encode_flat(batch, self._encode_batch)
+        tokens = len(ids)
+        pinned = self.device.type == "cuda"
+        buffer = torch.empty(2 * tokens + len(lengths) + 1, dtype=torch.int64, pin_memory=pinned)
+        host = buffer.numpy()
+        starts = host[2 * tokens :]
+        starts[0] = 0
+        np.cumsum(lengths, out=starts[1:])
+        host[:tokens] = ids
+        # Each token's index minus its text's start, repeated over the text's tokens.
+        host[tokens : 2 * tokens] = np.arange(tokens) - np.repeat(starts[:-1], lengths) + position_offset
+        return PackedBatch(buffer, tokens, int(lengths.max()))
+
+    def _encode_flat(self, batch: Sequence[str], encode_batch: EncodeBatch) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`~veil_collector.classify.tokenize_workers.flatten` of the batch's ids: by the workers while
+        they work, else here."""
+        if self._workers is not None:
+            try:
+                return self._workers.encode(batch)
+            except TokenizerWorkerError:
+                logger.exception("tokenizer workers failed; tokenizing in the scoring process from now on")
+                self.close()
+        return flatten(encode_rows(batch, encode_batch, self._encode_ascii))
+
+    def close(self) -> None:
+        """Stops the tokenizer workers, if any; the encoder goes on tokenizing in this process. Idempotent."""
+        if self._workers is not None:
+            self._workers.close()
+            self._workers = None
 
     def to_device(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.device.type == "cuda":
@@ -131,20 +226,37 @@ class BatchEncoder:
         return ids.to(self.device), mask.to(self.device)
 
     def iter_encoded(self, batches: Sequence[Sequence[str]]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Each batch's tensors on the device, in order; batch k + 1 is tokenized while the caller works
-        on batch k. A single batch is tokenized on the calling thread (nothing to overlap)."""
+        """Each batch's padded tensors on the device, in order; batch k + 1 is tokenized while the caller
+        works on batch k (:meth:`_ahead`)."""
+        return self._ahead(batches, self.tokenize, lambda encoded: self.to_device(*encoded))
+
+    def iter_packed(
+        self, batches: Sequence[Sequence[str]], position_offset: int = 0
+    ) -> Iterator[PackedBatch]:
+        """Each batch as a :class:`PackedBatch` on the device, in order, tokenized ahead like
+        :meth:`iter_encoded`'s."""
+        return self._ahead(
+            batches,
+            lambda batch: self.tokenize_packed(batch, position_offset),
+            lambda packed: packed.to(self.device),
+        )
+
+    @staticmethod
+    def _ahead(
+        batches: Sequence[Sequence[str]],
+        tokenize: Callable[[Sequence[str]], _Host],
+        to_device: Callable[[_Host], _Device],
+    ) -> Iterator[_Device]:
+        """``to_device(tokenize(batch))`` for each batch, tokenizing batch k + 1 on a helper thread while
+        the caller works on batch k. A single batch is tokenized on the calling thread (nothing to
+        overlap)."""
         if len(batches) == 1:
-            yield self.to_device(*self.tokenize(batches[0]))
+            yield to_device(tokenize(batches[0]))
             return
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="veil-tokenize") as pool:
-            pending: Future[tuple[torch.Tensor, torch.Tensor]] = pool.submit(self.tokenize, batches[0])
+            pending: Future[_Host] = pool.submit(tokenize, batches[0])
             for following in [*batches[1:], None]:
-                ids, mask = pending.result()
+                encoded = pending.result()
                 if following is not None:
-                    pending = pool.submit(self.tokenize, following)
-                yield self.to_device(ids, mask)
-
-
-def _batch_entry_point(backend: Any) -> Callable[[list[str]], list[Any]]:
-    """``encode_batch_fast`` where the backend has it (tokenizers 0.21 and later), else ``encode_batch``."""
-    return getattr(backend, "encode_batch_fast", backend.encode_batch)
+                    pending = pool.submit(tokenize, following)
+                yield to_device(encoded)

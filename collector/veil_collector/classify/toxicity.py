@@ -27,8 +27,11 @@ on. On bert-base the bf16 rest was not measurably faster (7.1 to 8.4 against 7.2
 interleaved one-off rounds on the busy 2-core box).
 
 Attention kernels: where the device and precision allow it (CUDA in bf16; :func:`resolve_attention`), the
-model's attention runs flash attention's variable-length kernel over the padded batch, which never reads a
-padded key and needs no per-shape plan (:mod:`~veil_collector.classify.varlen_attention` says why and how).
+model's attention runs flash attention's variable-length kernel, which needs no per-shape plan
+(:mod:`~veil_collector.classify.varlen_attention` says why and how). For the model types in
+:data:`PACKED_HEADS` batches are then packed: the encoder runs over every text's tokens back to back, with no
+padding to compute, and the head over each text's first token; batches are cut at ``batch_size`` texts only.
+Other models run padded batches through the same kernel, which never reads a padded key.
 Elsewhere ``scaled_dot_product_attention`` runs with a padding mask, and with cuDNN's attention taken out of
 the backends it may pick (:data:`ATTENTION_BACKENDS`). With a padding mask, torch 2.11 sends bf16 attention
 on Hopper to cuDNN first, and cuDNN builds an execution plan for every new (batch, length) shape it meets:
@@ -46,7 +49,8 @@ from __future__ import annotations
 import copy
 import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -54,11 +58,12 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from veil_collector.classify.base import Precision, TextClassifier
-from veil_collector.classify.encoding import BatchEncoder
+from veil_collector.classify.encoding import BatchEncoder, PackedBatch
 from veil_collector.classify.int8 import quantize_encoder
 from veil_collector.classify.loader import LoadedModel, ModelUnavailable, load_model, resolve_model
 from veil_collector.classify.varlen_attention import (
     flash_varlen_supported,
+    packed_kwargs,
     use_varlen_attention,
     varlen_kwargs,
 )
@@ -76,6 +81,40 @@ ATTENTION_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION
 # ``sdpa``: transformers' scaled_dot_product_attention with a padding mask; ``flash-varlen``: the
 # variable-length flash kernel (varlen_attention.py); ``auto``: flash-varlen where supported, else sdpa.
 Attention = Literal["auto", "sdpa", "flash-varlen"]
+
+# A batch as the classifier's forward pass takes it: padded ``(input_ids, attention_mask)``, or packed.
+Encoded = tuple[torch.Tensor, torch.Tensor] | PackedBatch
+
+
+@dataclass(frozen=True)
+class PackedHead:
+    """How a model type's classification head reads a packed batch: ``head(model, first)`` maps the first
+    token's final hidden state of each text, ``(texts, 1, hidden)``, to logits, as the model's own forward
+    would from its padded output; ``positions_after_padding``: whether the model's positions start at
+    ``padding_idx + 1`` (RoBERTa's embeddings) rather than 0."""
+
+    head: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]
+    positions_after_padding: bool = False
+
+
+def _bert_head(model: torch.nn.Module, first: torch.Tensor) -> torch.Tensor:
+    # BertForSequenceClassification: pooler (dense + tanh over [:, 0]), dropout (off in eval), classifier.
+    return model.classifier(model.bert.pooler(first))  # type: ignore[operator,union-attr]
+
+
+def _roberta_head(model: torch.nn.Module, first: torch.Tensor) -> torch.Tensor:
+    # RobertaClassificationHead reads features[:, 0, :] itself.
+    return model.classifier(first)  # type: ignore[operator]
+
+
+# The model types (``config.model_type``) that run packed with flash-varlen attention: detoxify's
+# ``original`` (BERT), ``unbiased`` (RoBERTa) and ``multilingual`` (XLM-R). Others (the ALBERT-based small
+# models) run padded batches through the same kernel.
+PACKED_HEADS = {
+    "bert": PackedHead(_bert_head),
+    "roberta": PackedHead(_roberta_head, positions_after_padding=True),
+    "xlm-roberta": PackedHead(_roberta_head, positions_after_padding=True),
+}
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -202,14 +241,21 @@ class ToxicityClassifier:
         precision: ``auto``, ``fp32``, ``bf16`` or ``int8`` (see the module docstring).
         max_padding: most share of a batch's tokens that may be padding (see :func:`plan_batches`).
         attention: ``auto``, ``sdpa`` or ``flash-varlen`` (see the module docstring).
+        tokenizer_workers: processes that tokenize each batch beside the scoring process (0: tokenize on
+            a thread of this one; :mod:`~veil_collector.classify.tokenize_workers` says when that matters).
+            Stop them with :meth:`close`.
 
     Attributes:
         precision: what ``precision`` resolved to: ``fp32``, ``bf16`` or ``int8``.
         bf16: whether the model's float weights are bf16 (only in ``bf16``).
         attention: what ``attention`` resolved to: ``sdpa`` or ``flash-varlen``.
+        packed: how the model's head reads packed batches, where it runs them (flash-varlen attention and
+            a model type in :data:`PACKED_HEADS`); None where it runs padded ones.
 
     Raises:
-        ValueError: see :func:`check_precision`, :func:`resolve_attention` and :func:`plan_batches`.
+        ValueError: see :func:`check_precision`, :func:`resolve_attention` and :func:`plan_batches`, or a
+            negative ``tokenizer_workers``.
+        TokenizerWorkerError: a tokenizer worker did not start.
     """
 
     def __init__(
@@ -225,6 +271,7 @@ class ToxicityClassifier:
         precision: Precision = "auto",
         max_padding: float = 0.2,
         attention: Attention = "auto",
+        tokenizer_workers: int = 0,
     ) -> None:
         plan_batches((), batch_size, max_padding)  # validates both
         device = next(model.parameters()).device
@@ -237,8 +284,10 @@ class ToxicityClassifier:
             quantize_encoder(model)
         elif next(model.parameters()).dtype != dtype or self.attention == "flash-varlen":
             model = copy.deepcopy(model).to(dtype)
+        self.packed: PackedHead | None = None
         if self.attention == "flash-varlen":
             use_varlen_attention(model)  # on our copy (above): the caller's model keeps its attention
+            self.packed = PACKED_HEADS.get(model.config.model_type)
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.labels = tuple(labels)
@@ -251,7 +300,7 @@ class ToxicityClassifier:
         positions = getattr(model.config, "max_position_embeddings", MAX_TOKENS)
         self.max_length = min(MAX_TOKENS, positions)
         self._all_labels = self.labels + self.identity_labels
-        self._encoder = BatchEncoder(tokenizer, self.max_length, device)
+        self._encoder = BatchEncoder(tokenizer, self.max_length, device, tokenizer_workers)
         self._lock = threading.Lock()
 
     @classmethod
@@ -263,6 +312,7 @@ class ToxicityClassifier:
         precision: Precision = "auto",
         max_padding: float = 0.2,
         attention: Attention = "auto",
+        tokenizer_workers: int = 0,
     ) -> ToxicityClassifier:
         """Wrap a model loaded by :func:`~veil_collector.classify.loader.load_model`."""
         return cls(
@@ -276,7 +326,18 @@ class ToxicityClassifier:
             precision=precision,
             max_padding=max_padding,
             attention=attention,
+            tokenizer_workers=tokenizer_workers,
         )
+
+    @property
+    def tokenizer_workers(self) -> int:
+        """How many tokenizer worker processes run now (0 after :meth:`close`, or once they failed)."""
+        return self._encoder.workers
+
+    def close(self) -> None:
+        """Stops the tokenizer workers, if any; :meth:`predict` then tokenizes in this process. Idempotent."""
+        with self._lock:
+            self._encoder.close()
 
     def predict(self, texts: Sequence[str]) -> list[dict[str, float]]:
         """Score ``texts``; see the class docstring for the contract."""
@@ -284,33 +345,65 @@ class ToxicityClassifier:
             return []
         order, chunks = self.batches(texts)
         with self._lock:
-            sorted_scores = self.score_encoded(self._encoder.iter_encoded(chunks))
+            sorted_scores = self.score_encoded(self.encode(chunks))
         scores = torch.empty_like(sorted_scores)
         scores[torch.tensor(order)] = sorted_scores
         # strict=False: a head may have more outputs than the checkpoint names; unnamed ones are not returned.
         return [dict(zip(self._all_labels, row, strict=False)) for row in scores.tolist()]
 
     def batches(self, texts: Sequence[str]) -> tuple[list[int], list[list[str]]]:
-        """How :meth:`predict` cuts ``texts``: the indices of ``texts`` in length order, and the batches
-        (:func:`plan_batches`) of the texts in that order."""
+        """How :meth:`predict` cuts ``texts``: the indices of ``texts`` in length order, and the batches of
+        the texts in that order: :func:`plan_batches`'s for padded batches, ``batch_size`` texts each for
+        packed ones (no padding to bound)."""
         # Character length orders texts almost exactly as token length does, without a tokenization pass
         # up front: batch k + 1 is tokenized on a helper thread while batch k runs (see encoding.py).
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        longest = self.max_length * CHARS_PER_TOKEN
-        plan = plan_batches([min(len(texts[i]), longest) for i in order], self.batch_size, self.max_padding)
+        if self.packed is not None:
+            size = self.batch_size
+            plan = [range(start, min(start + size, len(texts))) for start in range(0, len(texts), size)]
+        else:
+            longest = self.max_length * CHARS_PER_TOKEN
+            lengths = [min(len(texts[i]), longest) for i in order]
+            plan = plan_batches(lengths, self.batch_size, self.max_padding)
         return order, [[texts[order[i]] for i in batch] for batch in plan]
 
-    def score_encoded(self, encoded: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-        """Sigmoid scores (fp32, on the CPU, one row per text) of tokenized ``(input_ids, attention_mask)``
-        batches on the model's device, in their order. Not locked: :meth:`predict` holds the lock."""
+    def encode(self, chunks: Sequence[Sequence[str]]) -> Iterator[Encoded]:
+        """``chunks`` (from :meth:`batches`) tokenized, on the model's device, in the layout the forward pass
+        takes (packed or padded); each chunk is tokenized while the one before it runs."""
+        if self.packed is None:
+            return self._encoder.iter_encoded(chunks)
+        offset = self.model.config.pad_token_id + 1 if self.packed.positions_after_padding else 0
+        return self._encoder.iter_packed(chunks, offset)
+
+    def score_encoded(self, encoded: Iterable[Encoded]) -> torch.Tensor:
+        """Sigmoid scores (fp32, on the CPU, one row per text) of :meth:`encode`'s batches, in their order.
+        Not locked: :meth:`predict` holds the lock."""
         outputs: list[torch.Tensor] = []
         with torch.inference_mode(), sdpa_kernel(ATTENTION_BACKENDS):
-            for input_ids, attention_mask in encoded:
-                packing = varlen_kwargs(attention_mask) if self.attention == "flash-varlen" else {}
-                logits = self.model(input_ids=input_ids, attention_mask=attention_mask, **packing).logits
+            for batch in encoded:
+                packed = isinstance(batch, PackedBatch)
+                logits = self._packed_logits(batch) if packed else self._logits(*batch)
                 # Kept on the device: one transfer (and one sync) for the whole call.
                 outputs.append(torch.sigmoid(logits.float()))
             return torch.cat(outputs).cpu()
+
+    def _logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        packing = varlen_kwargs(attention_mask) if self.attention == "flash-varlen" else {}
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, **packing).logits
+
+    def _packed_logits(self, batch: PackedBatch) -> torch.Tensor:
+        """The encoder over the packed tokens as one sequence (the attention kernel keeps each text to its
+        own tokens), then the model's head over each text's first token."""
+        assert self.packed is not None  # only packed models get packed batches (encode)
+        ids = batch.ids[None]
+        starts = batch.starts
+        hidden = self.model.base_model(
+            input_ids=ids,
+            position_ids=batch.positions[None],
+            token_type_ids=torch.zeros_like(ids),
+            **packed_kwargs(starts.to(torch.int32), batch.longest),
+        ).last_hidden_state[0]
+        return self.packed.head(self.model, hidden[starts[:-1]][:, None])
 
 
 def load_toxicity_classifier(

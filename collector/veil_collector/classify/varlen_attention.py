@@ -15,6 +15,12 @@ reads it as ``batch`` sequences that start every ``length`` rows (``cu_seqlens``
 (the classifier pools the first token, and padded rows feed no real token). Each sequence is computed by
 its own thread blocks, so a text's result does not depend on its batchmates.
 
+Packed batches (no padding at all): where the classifier knows the model's head (``toxicity.py``), it runs
+the encoder over one sequence holding every text's tokens back to back, with ``cu_seqlens`` at the texts'
+own starts and no ``seqused_k`` (:func:`packed_kwargs`); the same kernel then keeps each text to its own
+tokens. The linear layers, layer norms and activations, about 95 % of the work, then skip the padding too:
+batches cut at 20 % padding held 11 % padding at batch 256 on the benchmark's texts (7.6 % at 128).
+
 The kernel is CUDA-only (Ampere or later) and bf16/fp16-only (:func:`flash_varlen_supported`). It is reached
 through ``torch.ops.aten._flash_attention_forward``, the op behind torch's nested-tensor attention and
 ``torch.nn.attention.varlen`` (a prototype API in torch 2.13), called directly so that it needs nothing
@@ -89,6 +95,13 @@ def varlen_kwargs(attention_mask: torch.Tensor) -> dict[str, Any]:
     }
 
 
+def packed_kwargs(starts: torch.Tensor, longest: int) -> dict[str, Any]:
+    """The keyword arguments a forward pass over a packed batch needs (see the module docstring):
+    ``starts`` (int32, on the device) where each text starts and, last, the token count; ``longest``, the
+    longest text's token count."""
+    return {CU_SEQLENS: starts, SEQUSED: None, MAX_LENGTH: longest}
+
+
 def varlen_attention_forward(
     module: torch.nn.Module,
     query: torch.Tensor,
@@ -99,7 +112,8 @@ def varlen_attention_forward(
     dropout: float = 0.0,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
-    """A ``transformers`` attention function (``AttentionInterface``) over :func:`varlen_kwargs`'s packing.
+    """A ``transformers`` attention function (``AttentionInterface``) over :func:`varlen_kwargs`'s or
+    :func:`packed_kwargs`'s layout.
 
     ``attention_mask`` is ignored: ``transformers`` builds none for an implementation it has no mask
     function for, and the packing carries the padding instead.
@@ -110,7 +124,7 @@ def varlen_attention_forward(
     if CU_SEQLENS not in kwargs:
         raise ValueError(
             f"{IMPLEMENTATION} attention needs the padding as keyword arguments: call the model with "
-            "**varlen_kwargs(attention_mask)"
+            "**varlen_kwargs(attention_mask) or **packed_kwargs(starts, longest)"
         )
     batch, heads, length, head_dim = query.shape
     packed = [t.transpose(1, 2).reshape(batch * length, heads, head_dim) for t in (query, key, value)]
