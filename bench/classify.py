@@ -323,15 +323,6 @@ def main() -> None:
             for size in plan.batch_sizes[-3:]
         ]
         names.append("bf16 padded")
-    if device.type == "cuda":  # tokenizing in worker processes (tokenize_workers.py), half the CPUs
-        workers = max(1, (os.cpu_count() or 1) // 2)
-        name = f"bf16, {workers} tokenizer processes"
-        classifiers[name] = ToxicityClassifier.from_loaded(loaded, tokenizer_workers=workers)
-        configs += [
-            (f"veil {name}", size, count(plan, size), veil_batches(classifiers[name], size))
-            for size in plan.batch_sizes[-3:]
-        ]
-        names.append(name)
     reference = fp32.predict(texts)
     differences = {
         f"veil {name}": max_difference(classifiers[name].predict(texts), reference)
@@ -474,29 +465,17 @@ STAGES_BATCH = 256
 STAGES_ROUNDS = 3
 
 
-def worker_counts() -> list[int]:
-    """Tokenizer worker processes to compare: a quarter, half and three quarters of the CPUs."""
-    cpus = os.cpu_count() or 1
-    return sorted({max(1, cpus * share // 4) for share in (1, 2, 3)})
-
-
 def stages(loaded: LoadedModel, classifier: ToxicityClassifier, setup: SingleRun) -> None:
-    """What bounds ``predict``: its two halves alone against the whole, with the texts tokenized in this
-    process and in worker processes (:func:`worker_counts`). ``predict`` overlaps tokenizing batch k + 1
-    with the forward pass of batch k, so it can at best run at the slower half's rate. Where the classifier
-    runs packed batches, a copy that runs padded ones is the control. CPU use (this process's CPU seconds
-    per wall second; workers' CPU is not counted) shows how much of the machine in-process tokenizing
-    takes."""
+    """What bounds ``predict``: its two halves alone against the whole. ``predict`` overlaps tokenizing
+    batch k + 1 with the forward pass of batch k, so it can at best run at the slower half's rate. Where the
+    classifier runs packed batches, a copy that runs padded ones is the control. CPU use (CPU seconds per
+    wall second) shows how much of the machine tokenizing takes."""
     classifier.batch_size = STAGES_BATCH
     texts = setup.texts
     layouts = {"packed" if classifier.packed else "padded": classifier}
     if classifier.packed:
         layouts["padded"] = ToxicityClassifier.from_loaded(loaded, batch_size=STAGES_BATCH)
         layouts["padded"].packed = None
-    with_workers = {
-        count: ToxicityClassifier.from_loaded(loaded, batch_size=STAGES_BATCH, tokenizer_workers=count)
-        for count in worker_counts()
-    }
 
     def tokenize_all(runner: ToxicityClassifier) -> Callable[[], object]:
         _, batches = runner.batches(texts)
@@ -510,21 +489,12 @@ def stages(loaded: LoadedModel, classifier: ToxicityClassifier, setup: SingleRun
         encoded = list(runner.encode(batches))
         return lambda: runner.score_encoded(encoded)
 
-    layout = next(iter(layouts))
-    runners = {f"tokenizing alone, in this process ({layout})": tokenize_all(classifier)}
-    for count, other in with_workers.items():
-        runners[f"tokenizing alone, {count} tokenizer workers ({layout})"] = tokenize_all(other)
+    runners = {f"tokenizing alone ({name})": tokenize_all(runner) for name, runner in layouts.items()}
     for name, runner in layouts.items():
         runners[f"forward passes alone, {name} batches (inputs on the device)"] = forward_all(runner)
     for name, runner in layouts.items():
-        runners[f"predict() end to end, {name}, tokenizing in this process"] = lambda runner=runner: (
-            runner.predict(texts)
-        )
-    for count, other in with_workers.items():
-        runners[f"predict() end to end, {layout}, {count} tokenizer workers"] = lambda other=other: (
-            other.predict(texts)
-        )
-    for runner in (*layouts.values(), *with_workers.values()):
+        runners[f"predict() end to end, {name} batches"] = lambda runner=runner: runner.predict(texts)
+    for runner in layouts.values():
         runner.predict(texts[:64])
     best: dict[str, tuple[float, float]] = {}
     for _ in range(STAGES_ROUNDS):  # interleaved, best kept
@@ -534,8 +504,6 @@ def stages(loaded: LoadedModel, classifier: ToxicityClassifier, setup: SingleRun
             cores = (time.process_time() - cpu) / seconds
             if seconds < best.get(name, (float("inf"), 0.0))[0]:
                 best[name] = (seconds, cores)
-    for other in with_workers.values():
-        other.close()
     lines: list[str] = [
         f"# Where predict() spends its time ({setup.device_name}, {os.cpu_count()} CPUs, "
         f"torch {torch.__version__})",
@@ -544,14 +512,13 @@ def stages(loaded: LoadedModel, classifier: ToxicityClassifier, setup: SingleRun
         + ", ".join(f"{name}: {len(runner.batches(texts)[1])}" for name, runner in layouts.items())
         + f" batches); precision {classifier.precision}, attention {classifier.attention}; best of "
         f"{STAGES_ROUNDS} "
-        "interleaved rounds. Command: `python bench/classify.py --stages`. CPU: this process's CPU "
-        "seconds per wall second in the best round (tokenizer workers' CPU not included).",
+        "interleaved rounds. Command: `python bench/classify.py --stages`. CPU: the process's CPU "
+        "seconds per wall second in the best round.",
         "",
-        "| stage | texts/s | vs end to end in this process | % of bf16 peak (model FLOPs at this rate) "
-        "| CPU |",
+        "| stage | texts/s | vs end to end | % of bf16 peak (model FLOPs at this rate) | CPU |",
         "|---|---:|---:|---:|---:|",
     ]
-    whole = best[f"predict() end to end, {layout}, tokenizing in this process"][0]
+    whole = best[f"predict() end to end, {next(iter(layouts))} batches"][0]
     for name, (seconds, cores) in best.items():
         share = setup.share_of_peak(seconds)
         lines.append(

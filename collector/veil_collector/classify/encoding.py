@@ -1,4 +1,4 @@
-"""Tokenizing batches for the classifier: padded id and mask tensors, produced ahead of the forward pass.
+"""Tokenizing batches for the classifier: padded ids and masks, or packed batches, made ahead of the forward pass.
 
 Why not just ``tokenizer(batch, padding=True, ...)``: on the H200 one 4,096-text scoring pass took 1.13 s
 while the GPU computed for 0.37 s (``bench/results/classify_cuda_profile.txt``); a one-off timing there put
@@ -26,17 +26,17 @@ all here:
 - :meth:`BatchEncoder.iter_packed` produces a batch without padding (:class:`PackedBatch`) for models that
   run packed (``toxicity.py``): the ids of all texts in one row, each text's positions, and where each text
   starts, in one pinned buffer that reaches the device in one asynchronous copy.
-- With ``workers`` above 0 the helper thread hands each batch to that many worker processes
-  (:mod:`~veil_collector.classify.tokenize_workers` says why): the scoring process then holds the GIL only
-  to send texts and pad the ids that come back. If a worker fails, the encoder logs it once, stops the
-  workers and tokenizes in its own process from then on; the batch in hand is tokenized there, so no text is
-  lost.
+- Tried and not adopted: tokenizing in worker processes (one core each) instead of the backend's thread
+  pool, to take the GIL and the cores off the process that launches the forward passes. On the H100 with
+  packed batches it ran predict() at 1.04x with 12 workers and 1.00x with 8, on 16 cores
+  (``bench/results/classify.md``); the code is in the history (commit 1a97355).
 """
 
 from __future__ import annotations
 
 import copy
-import logging
+import itertools
+import re
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -46,16 +46,11 @@ import numpy as np
 import torch
 from tokenizers import normalizers
 
-from veil_collector.classify.tokenize_workers import (
-    EncodeBatch,
-    TokenizerWorkerError,
-    TokenizerWorkers,
-    batch_entry_point,
-    encode_rows,
-    flatten,
-)
+# The ASCII control characters BERT's clean-text step removes (tab, newline and carriage return it turns
+# into spaces instead).
+_REMOVED_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
-logger = logging.getLogger(__name__)
+EncodeBatch = Callable[[list[str]], list[Any]]
 
 _Host = TypeVar("_Host")
 _Device = TypeVar("_Device")
@@ -104,36 +99,20 @@ class BatchEncoder:
         tokenizer: a Hugging Face tokenizer (detoxify's ``.tokenizer``).
         max_length: texts are truncated to this many tokens, special tokens included.
         device: where the tensors go; on CUDA they are copied from pinned memory without blocking.
-        workers: tokenizer worker processes to start (0: tokenize in this process). Ignored, with none
-            started, for a tokenizer without a Rust backend.
-
-    Raises:
-        ValueError: ``workers`` is negative.
-        TokenizerWorkerError: a worker did not start.
     """
 
-    def __init__(self, tokenizer: Any, max_length: int, device: torch.device, workers: int = 0) -> None:
-        if workers < 0:
-            raise ValueError(f"workers must be 0 or more; got {workers}")
+    def __init__(self, tokenizer: Any, max_length: int, device: torch.device) -> None:
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.device = device
         self._backend = self._configured_backend(tokenizer, max_length)
         self._encode_batch: EncodeBatch | None = None
         self._encode_ascii: EncodeBatch | None = None
-        self._workers: TokenizerWorkers | None = None
         if self._backend is not None:
-            self._encode_batch = batch_entry_point(self._backend)
+            self._encode_batch = _batch_entry_point(self._backend)
             ascii_backend = self._ascii_backend(self._backend)
             if ascii_backend is not None:
-                self._encode_ascii = batch_entry_point(ascii_backend)
-            if workers:
-                self._workers = TokenizerWorkers(self._backend, ascii_backend, workers)
-
-    @property
-    def workers(self) -> int:
-        """How many tokenizer worker processes are running (0 once they failed, or were never asked for)."""
-        return self._workers.count if self._workers is not None else 0
+                self._encode_ascii = _batch_entry_point(ascii_backend)
 
     @staticmethod
     def _configured_backend(tokenizer: Any, max_length: int) -> Any | None:
@@ -201,21 +180,21 @@ class BatchEncoder:
         return PackedBatch(buffer, tokens, int(lengths.max()))
 
     def _encode_flat(self, batch: Sequence[str], encode_batch: EncodeBatch) -> tuple[np.ndarray, np.ndarray]:
-        """:func:`~veil_collector.classify.tokenize_workers.flatten` of the batch's ids: by the workers while
-        they work, else here."""
-        if self._workers is not None:
-            try:
-                return self._workers.encode(batch)
-            except TokenizerWorkerError:
-                logger.exception("tokenizer workers failed; tokenizing in the scoring process from now on")
-                self.close()
-        return flatten(encode_rows(batch, encode_batch, self._encode_ascii))
-
-    def close(self) -> None:
-        """Stops the tokenizer workers, if any; the encoder goes on tokenizing in this process. Idempotent."""
-        if self._workers is not None:
-            self._workers.close()
-            self._workers = None
+        """The batch's ids as ``(lengths, ids)``: int32 arrays, the ids of all texts one after another;
+        through the ASCII backend where it applies (see the module docstring)."""
+        if self._encode_ascii is None:
+            rows = [encoding.ids for encoding in encode_batch(list(batch))]
+        else:
+            plain = [text.isascii() and _REMOVED_CONTROLS.search(text) is None for text in batch]
+            rows = [[] for _ in batch]
+            for encode, wanted in ((self._encode_ascii, True), (encode_batch, False)):
+                indices = [i for i, is_plain in enumerate(plain) if is_plain is wanted]
+                if indices:
+                    for i, encoding in zip(indices, encode([batch[i] for i in indices]), strict=True):
+                        rows[i] = encoding.ids
+        lengths = np.fromiter(map(len, rows), dtype=np.int32, count=len(rows))
+        ids = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int32, count=int(lengths.sum()))
+        return lengths, ids
 
     def to_device(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.device.type == "cuda":
@@ -260,3 +239,8 @@ class BatchEncoder:
                 if following is not None:
                     pending = pool.submit(tokenize, following)
                 yield to_device(encoded)
+
+
+def _batch_entry_point(backend: Any) -> EncodeBatch:
+    """``encode_batch_fast`` where the backend has it (tokenizers 0.21 and later), else ``encode_batch``."""
+    return getattr(backend, "encode_batch_fast", backend.encode_batch)

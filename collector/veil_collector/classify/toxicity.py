@@ -241,9 +241,6 @@ class ToxicityClassifier:
         precision: ``auto``, ``fp32``, ``bf16`` or ``int8`` (see the module docstring).
         max_padding: most share of a batch's tokens that may be padding (see :func:`plan_batches`).
         attention: ``auto``, ``sdpa`` or ``flash-varlen`` (see the module docstring).
-        tokenizer_workers: processes that tokenize each batch beside the scoring process (0: tokenize on
-            a thread of this one; :mod:`~veil_collector.classify.tokenize_workers` says when that matters).
-            Stop them with :meth:`close`.
 
     Attributes:
         precision: what ``precision`` resolved to: ``fp32``, ``bf16`` or ``int8``.
@@ -253,9 +250,7 @@ class ToxicityClassifier:
             a model type in :data:`PACKED_HEADS`); None where it runs padded ones.
 
     Raises:
-        ValueError: see :func:`check_precision`, :func:`resolve_attention` and :func:`plan_batches`, or a
-            negative ``tokenizer_workers``.
-        TokenizerWorkerError: a tokenizer worker did not start.
+        ValueError: see :func:`check_precision`, :func:`resolve_attention` and :func:`plan_batches`.
     """
 
     def __init__(
@@ -271,7 +266,6 @@ class ToxicityClassifier:
         precision: Precision = "auto",
         max_padding: float = 0.2,
         attention: Attention = "auto",
-        tokenizer_workers: int = 0,
     ) -> None:
         plan_batches((), batch_size, max_padding)  # validates both
         device = next(model.parameters()).device
@@ -300,7 +294,7 @@ class ToxicityClassifier:
         positions = getattr(model.config, "max_position_embeddings", MAX_TOKENS)
         self.max_length = min(MAX_TOKENS, positions)
         self._all_labels = self.labels + self.identity_labels
-        self._encoder = BatchEncoder(tokenizer, self.max_length, device, tokenizer_workers)
+        self._encoder = BatchEncoder(tokenizer, self.max_length, device)
         self._lock = threading.Lock()
 
     @classmethod
@@ -312,7 +306,6 @@ class ToxicityClassifier:
         precision: Precision = "auto",
         max_padding: float = 0.2,
         attention: Attention = "auto",
-        tokenizer_workers: int = 0,
     ) -> ToxicityClassifier:
         """Wrap a model loaded by :func:`~veil_collector.classify.loader.load_model`."""
         return cls(
@@ -326,18 +319,7 @@ class ToxicityClassifier:
             precision=precision,
             max_padding=max_padding,
             attention=attention,
-            tokenizer_workers=tokenizer_workers,
         )
-
-    @property
-    def tokenizer_workers(self) -> int:
-        """How many tokenizer worker processes run now (0 after :meth:`close`, or once they failed)."""
-        return self._encoder.workers
-
-    def close(self) -> None:
-        """Stops the tokenizer workers, if any; :meth:`predict` then tokenizes in this process. Idempotent."""
-        with self._lock:
-            self._encoder.close()
 
     def predict(self, texts: Sequence[str]) -> list[dict[str, float]]:
         """Score ``texts``; see the class docstring for the contract."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from pathlib import Path
 
@@ -112,3 +113,29 @@ def test_a_tokenizer_without_a_rust_backend_goes_through_its_own_call(tokenizer:
     ids, mask = encoder.tokenize(BATCHES[1])
     expected_ids, expected_mask = reference(tokenizer, BATCHES[1], 512)
     assert torch.equal(ids, expected_ids) and torch.equal(mask, expected_mask)
+
+
+def test_a_packed_batch_holds_each_texts_ids_positions_and_start(tokenizer: object) -> None:
+    encoder = BatchEncoder(tokenizer, 512, torch.device("cpu"))
+    batch = [text for texts in BATCHES for text in texts]
+    ids, mask = encoder.tokenize(batch)
+    lengths = mask.sum(dim=1)
+
+    packed = encoder.tokenize_packed(batch, position_offset=2)
+
+    assert packed.buffer.dtype == torch.int64
+    assert packed.starts.tolist() == [0, *torch.cumsum(lengths, 0).tolist()]
+    assert packed.tokens == int(lengths.sum()) and packed.longest == int(lengths.max()) == 512
+    for row, (start, end) in enumerate(itertools.pairwise(packed.starts.tolist())):
+        assert packed.ids[start:end].tolist() == ids[row, : lengths[row]].tolist()
+        assert packed.positions[start:end].tolist() == list(range(2, 2 + end - start))
+    (moved,) = list(encoder.iter_packed([batch], position_offset=2))
+    assert torch.equal(moved.buffer, packed.buffer) and moved.longest == packed.longest
+
+
+def test_packing_needs_a_fast_tokenizer(tokenizer: object) -> None:
+    class PythonTokenizer:
+        pad_token_id = 0
+
+    with pytest.raises(ValueError, match="packed batches need a fast tokenizer"):
+        BatchEncoder(PythonTokenizer(), 512, torch.device("cpu")).tokenize_packed(["text"])

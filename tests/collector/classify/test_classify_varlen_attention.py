@@ -180,6 +180,21 @@ def test_a_varlen_model_called_without_the_packing_says_what_it_needs(
     assert packed.model(input_ids=ids, attention_mask=mask, **kwargs).logits.shape[0] == 2
 
 
+def _real_kernel(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, packing: dict[str, object]
+) -> torch.Tensor:
+    """The flash kernel over ``(tokens, heads, head_dim)`` inputs, with varlen_kwargs' or packed_kwargs'."""
+    return varlen_attention.flash_varlen(
+        query,
+        key,
+        value,
+        packing[varlen_attention.CU_SEQLENS],  # type: ignore[arg-type]
+        packing[varlen_attention.SEQUSED],  # type: ignore[arg-type]
+        packing[varlen_attention.MAX_LENGTH],  # type: ignore[arg-type]
+        None,
+    )
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the flash kernel runs on CUDA only")
 def test_on_cuda_the_real_kernel_never_reads_a_padded_key() -> None:
     """Runs where a GPU is (``bench/gpu.sh test``). On a whole model, bf16 scores of this tiny random model
@@ -198,15 +213,7 @@ def test_on_cuda_the_real_kernel_never_reads_a_padded_key() -> None:
     padded = (mask.flatten() == 0).nonzero().flatten()
     key[padded], value[padded] = float("nan"), float("nan")  # a kernel that read one would return NaN
 
-    output = varlen_attention.flash_varlen(
-        query,
-        key,
-        value,
-        packing[varlen_attention.CU_SEQLENS],
-        packing[varlen_attention.SEQUSED],
-        length,
-        None,
-    )
+    output = _real_kernel(query, key, value, packing)
 
     for row, used in enumerate((37, 5, 20)):
         rows = slice(row * length, row * length + length)
@@ -230,15 +237,7 @@ def test_on_cuda_the_real_kernel_keeps_each_packed_text_to_its_own_tokens() -> N
     starts = torch.tensor([0, 37, 42, 62], dtype=torch.int32, device="cuda")
     packing = varlen_attention.packed_kwargs(starts, max(lengths))
 
-    output = varlen_attention.flash_varlen(
-        query,
-        key,
-        value,
-        packing[varlen_attention.CU_SEQLENS],
-        packing[varlen_attention.SEQUSED],
-        packing[varlen_attention.MAX_LENGTH],
-        None,
-    )
+    output = _real_kernel(query, key, value, packing)
 
     for start, end in itertools.pairwise(starts.tolist()):
         reference = torch.nn.functional.scaled_dot_product_attention(
