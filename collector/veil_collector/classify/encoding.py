@@ -1,4 +1,4 @@
-"""Tokenizing batches for the classifier: padded ids and masks, or packed batches, made ahead of the forward pass.
+"""Tokenizing batches for the classifier: padded ids and masks, or packed batches, ahead of the forward pass.
 
 Why not just ``tokenizer(batch, padding=True, ...)``: on the H200 one 4,096-text scoring pass took 1.13 s
 while the GPU computed for 0.37 s (``bench/results/classify_cuda_profile.txt``); a one-off timing there put
