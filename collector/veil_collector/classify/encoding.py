@@ -93,7 +93,8 @@ class PackedBatch:
 
 
 class BatchEncoder:
-    """Turns batches of texts into ``(input_ids, attention_mask)`` on ``device``, padded per batch.
+    """Turns batches of texts into ``(input_ids, attention_mask)`` on ``device``, padded per batch, or into
+    packed batches without padding (:class:`PackedBatch`).
 
     Args:
         tokenizer: a Hugging Face tokenizer (detoxify's ``.tokenizer``).
