@@ -31,7 +31,10 @@ model's attention runs flash attention's variable-length kernel, which needs no 
 (:mod:`~veil_collector.classify.varlen_attention` says why and how). For the model types in
 :data:`PACKED_HEADS` batches are then packed: the encoder runs over every text's tokens back to back, with no
 padding to compute, and the head over each text's first token; batches are cut at ``batch_size`` texts only.
-Other models run padded batches through the same kernel, which never reads a padded key.
+Each packed pass counts its attention calls: a model that skipped the kernel in a layer (a ``transformers``
+version that ignores the attention interface) would have let texts attend to each other, so the classifier
+logs it once, discards those scores and runs that call and all later ones padded. Other models run padded
+batches through the same kernel, which never reads a padded key.
 Elsewhere ``scaled_dot_product_attention`` runs with a padding mask, and with cuDNN's attention taken out of
 the backends it may pick (:data:`ATTENTION_BACKENDS`). With a padding mask, torch 2.11 sends bf16 attention
 on Hopper to cuDNN first, and cuDNN builds an execution plan for every new (batch, length) shape it meets:
@@ -55,6 +58,7 @@ from pathlib import Path
 from typing import Literal, get_args
 
 import torch
+import transformers
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from veil_collector.classify.base import Precision, TextClassifier
@@ -62,6 +66,7 @@ from veil_collector.classify.encoding import BatchEncoder, PackedBatch
 from veil_collector.classify.int8 import quantize_encoder
 from veil_collector.classify.loader import LoadedModel, ModelUnavailable, load_model, resolve_model
 from veil_collector.classify.varlen_attention import (
+    IMPLEMENTATION,
     flash_varlen_supported,
     packed_kwargs,
     use_varlen_attention,
@@ -115,6 +120,12 @@ PACKED_HEADS = {
     "roberta": PackedHead(_roberta_head, positions_after_padding=True),
     "xlm-roberta": PackedHead(_roberta_head, positions_after_padding=True),
 }
+
+
+class PackedAttentionSkipped(RuntimeError):
+    """A model ran a packed batch without the variable-length attention in every layer (a ``transformers``
+    version whose model ignores the attention interface): its texts attended to each other, so the batch's
+    scores were discarded."""
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -325,9 +336,15 @@ class ToxicityClassifier:
         """Score ``texts``; see the class docstring for the contract."""
         if not texts:
             return []
-        order, chunks = self.batches(texts)
         with self._lock:
-            sorted_scores = self.score_encoded(self.encode(chunks))
+            order, chunks = self.batches(texts)
+            try:
+                sorted_scores = self.score_encoded(self.encode(chunks))
+            except PackedAttentionSkipped as exc:  # no wrong score leaves: rerun padded, the mask is kept
+                logger.error("%s; running padded batches from now on", exc)
+                self.packed = None
+                order, chunks = self.batches(texts)
+                sorted_scores = self.score_encoded(self.encode(chunks))
         scores = torch.empty_like(sorted_scores)
         scores[torch.tensor(order)] = sorted_scores
         # strict=False: a head may have more outputs than the checkpoint names; unnamed ones are not returned.
@@ -375,16 +392,27 @@ class ToxicityClassifier:
 
     def _packed_logits(self, batch: PackedBatch) -> torch.Tensor:
         """The encoder over the packed tokens as one sequence (the attention kernel keeps each text to its
-        own tokens), then the model's head over each text's first token."""
+        own tokens), then the model's head over each text's first token.
+
+        Raises:
+            PackedAttentionSkipped: a layer's attention did not go through the kernel.
+        """
         assert self.packed is not None  # only packed models get packed batches (encode)
         ids = batch.ids[None]
         starts = batch.starts
+        calls = [0]
         hidden = self.model.base_model(
             input_ids=ids,
             position_ids=batch.positions[None],
             token_type_ids=torch.zeros_like(ids),
-            **packed_kwargs(starts.to(torch.int32), batch.longest),
+            **packed_kwargs(starts.to(torch.int32), batch.longest, calls),
         ).last_hidden_state[0]
+        layers = self.model.config.num_hidden_layers
+        if calls[0] != layers:
+            raise PackedAttentionSkipped(
+                f"{calls[0]} of the model's {layers} attention layers ran {IMPLEMENTATION} attention on a "
+                f"packed batch (transformers {transformers.__version__})"
+            )
         return self.packed.head(self.model, hidden[starts[:-1]][:, None])
 
 

@@ -41,6 +41,9 @@ IMPLEMENTATION = "veil_varlen"
 CU_SEQLENS = "veil_cu_seqlens"
 SEQUSED = "veil_seqused_k"
 MAX_LENGTH = "veil_max_length"
+# A one-item list that each call of the attention function adds 1 to: a packed batch is only right if every
+# layer's attention went through the kernel (a model that ignored it would let texts attend to each other).
+CALLS = "veil_attention_calls"
 
 
 def flash_varlen_supported(device: torch.device, dtype: torch.dtype) -> bool:
@@ -95,11 +98,11 @@ def varlen_kwargs(attention_mask: torch.Tensor) -> dict[str, Any]:
     }
 
 
-def packed_kwargs(starts: torch.Tensor, longest: int) -> dict[str, Any]:
+def packed_kwargs(starts: torch.Tensor, longest: int, calls: list[int]) -> dict[str, Any]:
     """The keyword arguments a forward pass over a packed batch needs (see the module docstring):
     ``starts`` (int32, on the device) where each text starts and, last, the token count; ``longest``, the
-    longest text's token count."""
-    return {CU_SEQLENS: starts, SEQUSED: None, MAX_LENGTH: longest}
+    longest text's token count; ``calls``, ``[0]``, counts the attention calls (:data:`CALLS`)."""
+    return {CU_SEQLENS: starts, SEQUSED: None, MAX_LENGTH: longest, CALLS: calls}
 
 
 def varlen_attention_forward(
@@ -126,6 +129,8 @@ def varlen_attention_forward(
             f"{IMPLEMENTATION} attention needs the padding as keyword arguments: call the model with "
             "**varlen_kwargs(attention_mask) or **packed_kwargs(starts, longest)"
         )
+    if CALLS in kwargs:
+        kwargs[CALLS][0] += 1
     batch, heads, length, head_dim = query.shape
     packed = [t.transpose(1, 2).reshape(batch * length, heads, head_dim) for t in (query, key, value)]
     output = flash_varlen(*packed, kwargs[CU_SEQLENS], kwargs[SEQUSED], kwargs[MAX_LENGTH], scaling)

@@ -9,6 +9,7 @@ for the one thing that cannot exist here, the CUDA kernel; the model, its loadin
 from __future__ import annotations
 
 import itertools
+import logging
 from pathlib import Path
 
 import pytest
@@ -116,6 +117,31 @@ def test_packed_scores_equal_masked_sdpa_scores(models_dir: Path, fake_flash: Ca
     assert sorted(b - a for starts in first_layer_calls for a, b in itertools.pairwise(starts)) == lengths
     # The caller's model keeps its attention: the classifier switched a copy.
     assert loaded.detoxify.model.config._attn_implementation == "sdpa"
+
+
+def test_a_model_that_skips_the_kernel_on_a_packed_batch_is_rerun_padded(
+    models_dir: Path, fake_flash: Calls, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A ``transformers`` version whose model ignored the attention interface would let packed texts attend
+    to each other; here the classifier's model is switched back to SDPA to stand for one."""
+    loaded = load_model(resolve_model("original", models_dir))
+    options = {"batch_size": 4, "precision": "fp32"}
+    masked = ToxicityClassifier.from_loaded(loaded, attention="sdpa", **options)
+    packed = ToxicityClassifier.from_loaded(loaded, attention="flash-varlen", **options)
+    packed.model.set_attn_implementation("sdpa")
+    texts = _texts(9)
+
+    with caplog.at_level(logging.ERROR):
+        got = packed.predict(texts)
+
+    _assert_same_scores(masked.predict(texts), got)  # rerun padded, with the model's own masked attention
+    assert packed.packed is None and not fake_flash
+    assert "0 of the model's 2 attention layers ran veil_varlen attention on a packed batch" in caplog.text
+    assert "running padded batches from now on" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.ERROR):
+        packed.predict(texts)
+    assert caplog.text == ""  # said once
 
 
 def test_padded_varlen_scores_equal_masked_sdpa_scores(models_dir: Path, fake_flash: Calls) -> None:
