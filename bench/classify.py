@@ -14,8 +14,9 @@ Runners:
 - ``detoxify chunk=k``: ``predict(texts[i:i+k])``, the chunking detoxify's maintainers advise (issue #69);
   detoxify pads each chunk to its longest text.
 - ``veil batch=b``: ``ToxicityClassifier.predict(texts)`` on the whole list (the collector's worker drains
-  a backlog): length-sorted batches of at most b texts with at most 20 % padding, padded per batch,
-  ``inference_mode``, in the ``auto`` precision: bf16 where the device computes bf16 natively, else fp32.
+  a backlog): length-sorted batches of at most b texts, packed (no padding) on CUDA, elsewhere padded per
+  batch with at most 20 % padding, ``inference_mode``, in the ``auto`` precision: bf16 where the device
+  computes bf16 natively, else fp32.
   On the CPU the rows of the other fast precisions run too, at the same
   batch sizes: ``veil bf16`` (where native) and ``veil int8`` (the encoder's linear layers as int8 products
   with per-token scales, the rest in fp32: ``veil_collector.classify.int8``).
@@ -23,6 +24,8 @@ Runners:
 - ``veil bf16 sdpa`` (where ``auto`` attention is flash-varlen, i.e. on CUDA): the same classifier with
   masked ``scaled_dot_product_attention`` instead of the variable-length flash kernel, at the three largest
   batch sizes (``veil_collector.classify.varlen_attention``).
+- ``veil bf16 padded`` (where ``auto`` runs packed batches, i.e. on CUDA): the same kernel over padded
+  batches (at most 20 % padding), at the three largest batch sizes.
 
 The table's notes give how far the bf16 and int8 scores are from ``veil fp32`` ones (max |diff| over
 every label of every text) on the benchmark's texts.
@@ -504,7 +507,7 @@ def stages(loaded: LoadedModel, classifier: ToxicityClassifier, setup: SingleRun
             cores = (time.process_time() - cpu) / seconds
             if seconds < best.get(name, (float("inf"), 0.0))[0]:
                 best[name] = (seconds, cores)
-    lines: list[str] = [
+    lines = [
         f"# Where predict() spends its time ({setup.device_name}, {os.cpu_count()} CPUs, "
         f"torch {torch.__version__})",
         "",
